@@ -1,0 +1,98 @@
+"""Salesforce record ids: 15-character case-sensitive ids and their 18-character case-safe form.
+
+An id is a 3-character key prefix (the object), 12 more characters, and for the 18-character form a
+3-character suffix that encodes which of the first 15 characters are upper case, so the id survives
+case-insensitive tools (spreadsheets, some databases). The sandbox issues 18-character ids, and like
+Salesforce it accepts either form wherever an id is read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_SUFFIX_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Two "pod" characters and the reserved character, as in real ids (e.g. 005Hs00000AbCdE).
+_POD = "Hs0"
+_COUNTER_WIDTH = 9
+
+
+def case_safe_suffix(id15: str) -> str:
+    """The 3-character suffix that turns a 15-character id into its 18-character form."""
+    suffix = []
+    for chunk in range(3):
+        flags = 0
+        for position in range(5):
+            char = id15[chunk * 5 + position]
+            if "A" <= char <= "Z":
+                flags |= 1 << position
+        suffix.append(_SUFFIX_ALPHABET[flags])
+    return "".join(suffix)
+
+
+def to_18(record_id: str) -> str:
+    """The 18-character form of an id given in either form."""
+    if len(record_id) == 18:
+        return record_id
+    if len(record_id) != 15:
+        raise ValueError(f"an id has 15 or 18 characters, not {len(record_id)}: {record_id!r}")
+    return record_id + case_safe_suffix(record_id)
+
+
+def id_problem(record_id: str, key_prefix: str | None = None) -> str | None:
+    """Why `record_id` is not a valid id (of the object with `key_prefix`), or None when it is."""
+    if len(record_id) not in (15, 18):
+        return f"an id has 15 or 18 characters, this one has {len(record_id)}"
+    if any(char not in _BASE62 for char in record_id):
+        return "an id holds only letters and digits"
+    if len(record_id) == 18 and record_id[15:] != case_safe_suffix(record_id[:15]):
+        return f"the case-safe suffix {record_id[15:]!r} does not match the id (expected {case_safe_suffix(record_id[:15])!r})"
+    if key_prefix is not None and record_id[:3] != key_prefix:
+        return f"the key prefix {record_id[:3]!r} is not this object's ({key_prefix!r})"
+    return None
+
+
+def is_valid_id(record_id: str, key_prefix: str | None = None) -> bool:
+    """Whether `record_id` is a well-formed id (of the object with `key_prefix`)."""
+    return id_problem(record_id, key_prefix) is None
+
+
+def make_id(key_prefix: str, counter: int) -> str:
+    """The 18-character id number `counter` of an object.
+
+    Counters are written in base 62 with digits before upper case before lower case, so ids of one
+    object sort in the order they were issued: SQLite indexes them append-only and fast.
+    """
+    digits = []
+    for _ in range(_COUNTER_WIDTH):
+        counter, digit = divmod(counter, 62)
+        digits.append(_BASE62[digit])
+    if counter:
+        raise OverflowError("id counter exhausted")
+    return to_18(key_prefix + _POD + "".join(reversed(digits)))
+
+
+def make_ids(key_prefix: str, start: int, count: int) -> np.ndarray:
+    """`count` consecutive ids from counter `start`, built with NumPy (millions per second).
+
+    Returns an array of Python strings (dtype object) ready for SQLite.
+    """
+    counters = np.arange(start, start + count, dtype=np.int64)
+    alphabet = np.frombuffer(_BASE62.encode(), dtype=np.uint8)
+    chars = np.empty((count, 18), dtype=np.uint8)
+    chars[:, 0:3] = np.frombuffer(key_prefix.encode(), dtype=np.uint8)
+    chars[:, 3:6] = np.frombuffer(_POD.encode(), dtype=np.uint8)
+    remaining = counters.copy()
+    for position in range(14, 5, -1):
+        chars[:, position] = alphabet[remaining % 62]
+        remaining //= 62
+    if count and remaining.max() > 0:
+        raise OverflowError("id counter exhausted")
+    upper = (chars[:, :15] >= ord("A")) & (chars[:, :15] <= ord("Z"))
+    weights = 1 << np.arange(5)
+    suffix_alphabet = np.frombuffer(_SUFFIX_ALPHABET.encode(), dtype=np.uint8)
+    for chunk in range(3):
+        flags = (upper[:, chunk * 5 : chunk * 5 + 5] * weights).sum(axis=1)
+        chars[:, 15 + chunk] = suffix_alphabet[flags]
+    as_bytes = chars.view("S18").ravel()
+    return as_bytes.astype(str).astype(object)

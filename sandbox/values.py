@@ -1,0 +1,188 @@
+"""Field values between their three forms: stored (SQLite), JSON (REST) and CSV text (Bulk API, exports).
+
+Every conversion of a field value lives here, so REST writes, Bulk ingest and export seeding accept and
+refuse the same inputs with the same Salesforce error codes. The stored form is described in
+`sandbox.schema`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date, datetime, timedelta, timezone
+
+from sandbox.ids import id_problem, to_18
+from sandbox.schema import STRING_TYPES, FieldSchema
+
+_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?\s*(Z|[+-]\d{2}:?\d{2})?$"
+)
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+class ValueProblem(ValueError):
+    """A value that does not fit its field, with the Salesforce status code that reports it."""
+
+    def __init__(self, status_code: str, message: str, field_name: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field_name = field_name
+
+
+def format_datetime(moment: datetime) -> str:
+    """The stored form of a datetime: UTC, milliseconds, `Z` (naive datetimes are taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_datetime_text(text: str) -> str:
+    """The stored form of a datetime written as ISO 8601 text (`Z`, `+00:00`, `+0000` or no zone = UTC).
+
+    Raises ValueError for text that is not a datetime.
+    """
+    match = _DATETIME.match(text.strip())
+    if not match:
+        raise ValueError(f"not a datetime: {text!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    microsecond = int((fraction or "0").ljust(6, "0")[:6])
+    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), microsecond,
+                      tzinfo=timezone.utc)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        offset_minutes = sign * (int(digits[:2]) * 60 + int(digits[2:]))
+        moment -= timedelta(minutes=offset_minutes)
+    return format_datetime(moment)
+
+
+def parse_date_text(text: str) -> str:
+    """The stored form of a date written `YYYY-MM-DD`; raises ValueError otherwise."""
+    match = _DATE.match(text.strip())
+    if not match:
+        raise ValueError(f"not a date: {text!r}")
+    date(int(match[1]), int(match[2]), int(match[3]))  # validates the calendar
+    return match[0]
+
+
+def stored_to_json(field: FieldSchema, value: object) -> object:
+    """A stored value as REST JSON shows it."""
+    if value is None:
+        return None
+    if field.type == "boolean":
+        return bool(value)
+    if field.type == "datetime":
+        return value[:-1] + "+0000"  # type: ignore[index]
+    if field.type == "int":
+        return int(value)  # type: ignore[arg-type]
+    return value
+
+
+def json_to_stored(field: FieldSchema, value: object) -> object:
+    """A value sent in REST JSON, checked against its field and converted to the stored form.
+
+    Raises ValueProblem with the status code Salesforce uses: JSON_PARSER_ERROR for a value of the
+    wrong JSON type, STRING_TOO_LONG, INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST is not modelled (our
+    picklists are unrestricted, as most are), MALFORMED_ID for a bad reference.
+    """
+    if value is None:
+        if not field.nillable and field.type != "boolean":
+            raise ValueProblem("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{field.name}]", field.name)
+        return None
+    kind = field.type
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return int(value.lower() in _TRUE)
+        raise _parser_error(field, value, "boolean")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _parser_error(field, value, "int")
+        try:
+            number = float(value)
+        except ValueError:
+            raise _parser_error(field, value, "int") from None
+        if not number.is_integer():
+            raise _parser_error(field, value, "int")
+        return int(number)
+    if kind in ("double", "currency", "percent"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise _parser_error(field, value, "double")
+        try:
+            number = float(value)
+        except ValueError:
+            raise _parser_error(field, value, "double") from None
+        if math.isnan(number) or math.isinf(number):
+            raise _parser_error(field, value, "double")
+        return number
+    if not isinstance(value, str):
+        if kind in STRING_TYPES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        else:
+            raise _parser_error(field, value, "String")
+    return text_to_stored(field, value)
+
+
+def text_to_stored(field: FieldSchema, text: str) -> object:
+    """A value written as text (CSV, or a JSON string), checked and converted to the stored form.
+
+    The empty string is None. Raises ValueProblem.
+    """
+    if text == "":
+        return None
+    kind = field.type
+    try:
+        if kind == "boolean":
+            lowered = text.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ValueError(text)
+            return int(lowered in _TRUE)
+        if kind == "int":
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError(text)
+            return int(number)
+        if kind in ("double", "currency", "percent"):
+            number = float(text)
+            if math.isnan(number) or math.isinf(number):
+                raise ValueError(text)
+            return number
+        if kind == "date":
+            return parse_date_text(text)
+        if kind == "datetime":
+            return parse_datetime_text(text)
+    except ValueError:
+        raise ValueProblem(
+            "INVALID_TYPE_ON_FIELD_IN_RECORD" if kind != "date" and kind != "datetime" else "INVALID_FIELD",
+            f"{field.label}: value not of required type: {text}",
+            field.name,
+        ) from None
+    if kind in ("id", "reference"):
+        problem = id_problem(text)
+        if problem:
+            raise ValueProblem("MALFORMED_ID", f"{field.label}: id value of incorrect type: {text}", field.name)
+        return to_18(text)
+    if len(text) > field.length > 0:
+        raise ValueProblem(
+            "STRING_TOO_LONG",
+            f"{field.label}: data value too large: {text[:40]}{'...' if len(text) > 40 else ''} "
+            f"(max length={field.length})",
+            field.name,
+        )
+    return text
+
+
+def _parser_error(field: FieldSchema, value: object, expected: str) -> ValueProblem:
+    json_type = {bool: "VALUE_TRUE" if value is True else "VALUE_FALSE", str: "VALUE_STRING",
+                 int: "VALUE_NUMBER_INT", float: "VALUE_NUMBER_FLOAT", list: "START_ARRAY",
+                 dict: "START_OBJECT"}.get(type(value), "VALUE")
+    return ValueProblem(
+        "JSON_PARSER_ERROR",
+        f"Cannot deserialize instance of {expected} from {json_type} value {value!r} or request may be "
+        f"missing a required field at [field: {field.name}]",
+        field.name,
+    )

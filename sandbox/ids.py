@@ -72,6 +72,21 @@ def make_id(key_prefix: str, counter: int) -> str:
     return to_18(key_prefix + _POD + "".join(reversed(digits)))
 
 
+def id_counter(record_id: str) -> int | None:
+    """The counter an id was issued from (its last nine base-62 characters), or None if they are not base 62.
+
+    Used to move a key prefix's counter past ids that came from elsewhere (an export), so new ids
+    never collide with them.
+    """
+    digits = record_id[6:15]
+    if len(digits) != _COUNTER_WIDTH or any(char not in _BASE62 for char in digits):
+        return None
+    counter = 0
+    for char in digits:
+        counter = counter * 62 + _BASE62.index(char)
+    return counter
+
+
 def make_ids(key_prefix: str, start: int, count: int) -> np.ndarray:
     """`count` consecutive ids from counter `start`, built with NumPy (millions per second).
 

@@ -99,9 +99,9 @@ class OrgStore:
             self._local.db = db
         return db
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> "Transaction":
         """A context manager: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
-        return _Transaction(self.connection())
+        return Transaction(self.connection())
 
     def close(self) -> None:
         """Closes this thread's connection (other threads close theirs when they end)."""
@@ -204,7 +204,9 @@ class OrgStore:
         return self.connection().execute(f"SELECT COUNT(*) FROM {quote(object_name)}").fetchone()[0]
 
 
-class _Transaction:
+class Transaction:
+    """BEGIN IMMEDIATE on enter; COMMIT on a clean exit, ROLLBACK when the block raised."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 

@@ -142,10 +142,7 @@ def text_to_stored(field: FieldSchema, text: str) -> object:
                 raise ValueError(text)
             return int(lowered in _TRUE)
         if kind == "int":
-            number = float(text)
-            if not number.is_integer():
-                raise ValueError(text)
-            return int(number)
+            return _integer(text)
         if kind in ("double", "currency", "percent"):
             number = float(text)
             if math.isnan(number) or math.isinf(number):
@@ -155,7 +152,7 @@ def text_to_stored(field: FieldSchema, text: str) -> object:
             return parse_date_text(text)
         if kind == "datetime":
             return parse_datetime_text(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueProblem(
             "INVALID_TYPE_ON_FIELD_IN_RECORD" if kind != "date" and kind != "datetime" else "INVALID_FIELD",
             f"{field.label}: value not of required type: {text}",
@@ -174,6 +171,24 @@ def text_to_stored(field: FieldSchema, text: str) -> object:
             field.name,
         )
     return text
+
+
+_INT64 = 2**63
+
+
+def _integer(text: str) -> int:
+    """An integer written as text (`42`, `-7`, `42.0`), exactly, within SQLite's 64-bit range."""
+    stripped = text.strip()
+    try:
+        number = int(stripped)
+    except ValueError:
+        as_float = float(stripped)
+        if not as_float.is_integer():
+            raise ValueError(text) from None
+        number = int(as_float)
+    if not -_INT64 <= number < _INT64:
+        raise ValueError(text)
+    return number
 
 
 def _parser_error(field: FieldSchema, value: object, expected: str) -> ValueProblem:

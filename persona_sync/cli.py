@@ -1,0 +1,115 @@
+"""The `persona-sync` command. Every command has --help; settings come from PERSONA_SYNC_* variables."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from persona_sync.errors import PersonaSyncError
+from persona_sync.settings import Settings, load_settings
+from sandbox.cli import app as sandbox_app
+from sandbox.runner import SandboxError
+from sandbox.store import StoreError
+
+app = typer.Typer(
+    help="persona-sync: turn what people do in Salesforce into persona fields every system can act on.\n\n"
+         "Settings come from PERSONA_SYNC_* environment variables (or .env); with none, persona-sync "
+         "uses the local sandbox org.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sandbox_app, name="sandbox")
+console = Console()
+
+
+@app.callback()
+def main() -> None:
+    """persona-sync."""
+
+
+@app.command()
+def demo() -> None:
+    """Start the local sandbox org and query it through simple-salesforce over HTTPS (REST and Bulk 2.0)."""
+    from connectors.salesforce import connect
+    from persona_sync.local_sandbox import org_settings
+
+    settings = load_settings()
+    started = time.monotonic()
+    try:
+        with org_settings(settings) as resolved:
+            console.print(f"Org: {resolved.salesforce_login_url}  (ready in {time.monotonic() - started:.1f} s)")
+            sf = connect(resolved)
+            _show_org(sf)
+    except (PersonaSyncError, SandboxError, StoreError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+@app.command()
+def query(
+    soql: Annotated[str, typer.Argument(help="A SOQL query, e.g. \"SELECT Id, Name FROM User LIMIT 5\".")],
+    bulk: Annotated[bool, typer.Option(help="Run it as a Bulk API 2.0 query job.")] = False,
+    limit: Annotated[int, typer.Option(help="Print at most this many rows.")] = 20,
+) -> None:
+    """Run a SOQL query against the configured org and print the rows."""
+    from connectors.salesforce import connect
+    from persona_sync.local_sandbox import org_settings
+
+    try:
+        with org_settings(load_settings()) as resolved:
+            sf = connect(resolved)
+            if bulk:
+                import csv
+                import io
+
+                sobject = soql.split()[soql.lower().split().index("from") + 1]
+                rows: list[dict] = []
+                for page in getattr(sf.bulk2, sobject).query(soql, wait=0.2):
+                    rows.extend(csv.DictReader(io.StringIO(page)))
+                records = rows
+            else:
+                records = [{key: value for key, value in record.items() if key != "attributes"}
+                           for record in sf.query_all(soql)["records"]]
+    except (PersonaSyncError, SandboxError, StoreError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    except Exception as error:  # simple-salesforce's own errors carry Salesforce's message: show it
+        if type(error).__module__.startswith("simple_salesforce"):
+            console.print(f"[red]Salesforce refused the query:[/red] {error}")
+            raise typer.Exit(2) from error
+        raise
+    _print_records(records[:limit], title=f"{len(records):,} rows")
+
+
+def _show_org(sf) -> None:
+    organization = sf.query("SELECT Name, OrganizationType, IsSandbox FROM Organization")["records"][0]
+    console.print(f"Organization: {organization['Name']} ({organization['OrganizationType']})")
+    users = sf.query("SELECT COUNT() FROM User WHERE IsActive = true")["totalSize"]
+    tasks = sf.query("SELECT COUNT() FROM Task")["totalSize"]
+    recent = sf.query("SELECT COUNT() FROM Task WHERE CreatedDate = LAST_N_DAYS:30")["totalSize"]
+    console.print(f"Active users: {users:,}   Tasks: {tasks:,} ({recent:,} in the last 30 days)")
+    sample = sf.query("SELECT Id, Name, Title, Department, Profile.Name, Manager.Name FROM User "
+                      "WHERE IsActive = true ORDER BY Name LIMIT 5")["records"]
+    _print_records([{"Id": r["Id"], "Name": r["Name"], "Title": r["Title"], "Department": r["Department"],
+                     "Profile": (r["Profile"] or {}).get("Name"), "Manager": (r["Manager"] or {}).get("Name")}
+                    for r in sample], title="Five users (REST query, relationship fields)")
+    started = time.monotonic()
+    rows = sum(page.count("\n") - 1 for page in sf.bulk2.Task.query(
+        "SELECT Id, OwnerId, TaskSubtype, CreatedDate FROM Task", max_records=50000, wait=0.2))
+    console.print(f"Bulk API 2.0: {rows:,} Task rows in {time.monotonic() - started:.2f} s")
+    limits = sf.limits()["DailyApiRequests"]
+    console.print(f"API requests left today: {limits['Remaining']:,} of {limits['Max']:,}  (usage {sf.api_usage})")
+
+
+def _print_records(records: list[dict], title: str) -> None:
+    table = Table(title=title)
+    columns = list(records[0]) if records else []
+    for column in columns:
+        table.add_column(column)
+    for record in records:
+        table.add_row(*["" if record.get(column) is None else str(record.get(column)) for column in columns])
+    console.print(table)

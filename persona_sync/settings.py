@@ -1,0 +1,78 @@
+"""All settings of persona-sync, in one typed object.
+
+Read once from environment variables prefixed `PERSONA_SYNC_` (and an optional `.env` file in the
+working directory), then passed down. Credentials are secret types: they print as `**********`.
+With no settings at all, persona-sync talks to the local sandbox with its documented local
+credentials, and keeps its state under `.persona-sync/` in the working directory.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AuthMode = Literal["client_credentials", "jwt", "password", "session"]
+
+
+class Settings(BaseSettings):
+    """persona-sync's configuration. Each field is set by `PERSONA_SYNC_<FIELD NAME IN CAPITALS>`."""
+
+    model_config = SettingsConfigDict(env_prefix="PERSONA_SYNC_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".persona-sync"), description="Where local state lives (sandbox, state database).")
+
+    # --- the Salesforce org -------------------------------------------------------------------------
+    salesforce_login_url: str | None = Field(
+        None, description="Where logins go: https://login.salesforce.com, https://test.salesforce.com, your "
+        "My Domain (https://acme.my.salesforce.com), or a sandbox URL. Unset: the local sandbox.")
+    salesforce_auth: AuthMode = Field(
+        "client_credentials", description="client_credentials, jwt (bearer, private key file), password "
+        "(username + password + security token) or session (an existing session id + instance URL).")
+    salesforce_client_id: str = Field("persona-sync-sandbox", description="The connected app's consumer key.")
+    salesforce_client_secret: SecretStr = Field(SecretStr("sandbox-client-secret"),
+                                                description="The connected app's consumer secret.")
+    salesforce_username: str = Field("integration@persona-sync.sandbox", description="The integration user.")
+    salesforce_password: SecretStr = Field(SecretStr("sandbox-password"), description="Its password.")
+    salesforce_security_token: SecretStr = Field(SecretStr("sandboxtoken"), description="Its security token.")
+    salesforce_private_key_file: Path | None = Field(
+        None, description="PEM private key whose certificate the connected app holds (jwt mode). Unset with "
+        "the local sandbox: the sandbox's own key.")
+    salesforce_session_id: SecretStr | None = Field(None, description="An existing session id (session mode).")
+    salesforce_instance_url: str | None = Field(None, description="The org's instance URL (session mode).")
+    salesforce_ca_bundle: Path | None = Field(
+        None, description="CA certificates to trust for TLS. Unset with the local sandbox: its own CA.")
+    salesforce_api_version: str = Field("59.0", description="The Salesforce API version to call.")
+    salesforce_timeout_seconds: float = Field(120.0, description="Timeout of one HTTP request.")
+
+    # --- the local sandbox --------------------------------------------------------------------------
+    sandbox_dir: Path | None = Field(None, description="The sandbox's data directory. Unset: <home>/sandbox.")
+    sandbox_preset: Literal["small", "medium", "large"] = Field("small", description="Size of the generated org.")
+    sandbox_seed: int = Field(7, description="Seed of the generated org.")
+    sandbox_port: int = Field(8443, description="Port the sandbox listens on (0: any free port).")
+
+    # --- tests --------------------------------------------------------------------------------------
+    test_postgres_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        description="PostgreSQL database the PostgreSQL tests use; they skip when it cannot be reached.")
+
+    @cached_property
+    def sandbox_data_dir(self) -> Path:
+        return self.sandbox_dir or self.home / "sandbox"
+
+    def updated(self, **changes: object) -> "Settings":
+        """These settings with `changes`, validated like the rest (a plain string becomes a secret)."""
+        return type(self)(_env_file=None, **(self.model_dump() | changes))
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """Whether persona-sync talks to the local sandbox (no login URL and no instance URL set)."""
+        return self.salesforce_login_url is None and self.salesforce_instance_url is None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings from the environment and `.env`, with `overrides` (from command-line options) on top."""
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})

@@ -2,12 +2,14 @@
 
 Query job: `POST jobs/query` checks the SOQL (a bad query is refused at once, as Salesforce does) and
 answers `UploadComplete`; a background thread evaluates the query into a result table (`ResultSets`)
-and marks the job `JobComplete`. `GET jobs/query/{id}/results?maxRecords=&locator=` then streams one
-page in chunks, never the whole page in memory. SQLite renders each row as its CSV line (printf's `%w`
-quotes and escapes in C, without the GIL), and the next chunk is rendered on another thread while the
-current one is compressed and sent, so a large download keeps both cores busy. `Sforce-Locator`
-(base 64 of the next row number, like Salesforce's) names the next page. A page can be fetched again
-with the same locator, which is what a client does after a cut download (`cut_bulk_downloads` fault).
+and marks the job `JobComplete`. The table holds each row already rendered as its CSV line in the
+job's format: SQLite's printf quotes and escapes in C while the query runs, far cheaper than csv.writer
+per row. `GET jobs/query/{id}/results?maxRecords=&locator=` then streams one page in chunks, never
+the whole page in memory; the next chunks are read (and gzip-compressed, when the client accepts it)
+on other threads while the current one is sent, so a large download keeps both cores busy.
+`Sforce-Locator` (base 64 of the next row number, like Salesforce's) names the next page. A page can be
+fetched again with the same locator, which is what a client does after a cut download
+(`cut_bulk_downloads` fault).
 
 Polls: `GET jobs/{query|ingest}/{id}` of a job being processed waits up to POLL_HOLD_SECONDS for it
 to finish before answering. Salesforce answers at once; a client only sees a slower poll, and one
@@ -20,7 +22,7 @@ per-row outcomes for `successfulResults`, `failedResults` and `unprocessedRecord
 
 Where things are kept, so jobs survive a restart and any thread can answer a poll:
 - job metadata: the `_bulk_jobs` table of the org database;
-- query results: the `bulk_<job id>` table of `results.db`;
+- query results: the `bulk_<job id>` table of `results.db`, one CSV line per row;
 - ingest data and outcomes: CSV files in `<data dir>/bulk/`: `<id>.csv` as uploaded, then
   `<id>.successful.csv`, `<id>.failed.csv`, `<id>.unprocessed.csv`. Files rather than tables because
   the columns differ per upload, the outcomes are CSV anyway and are written once, in order, and then
@@ -76,6 +78,8 @@ STREAM_CHUNK_ROWS = 10_000
 GZIP_LEVEL = 1
 # SQLite functions take at most 127 arguments; wider queries are rendered with several printf calls.
 _PRINTF_COLUMNS = 100
+_QUOTE_FREE_TYPES = frozenset({"id", "reference", "boolean", "int", "double", "currency", "percent", "date",
+                               "datetime"})
 # How long a poll of a job being processed may wait for it to finish (see the module docstring).
 POLL_HOLD_SECONDS = 5.0
 # Rows applied per writer call (Salesforce also splits ingest data into batches of 10,000).
@@ -361,7 +365,8 @@ def _run_query(state: SandboxState, job: BulkJob, compiled: CompiledQuery) -> No
     started = time.monotonic()
     table = _results_table(job_id)
     try:
-        rows = state.results.materialise(table, compiled.sql, compiled.params, json.dumps({"bulk_job": job_id}))
+        rows = state.results.materialise(table, csv_lines_sql(compiled, job), compiled.params,
+                                         json.dumps({"bulk_job": job_id}))
     except sqlite3.Error as error:
         _log.exception("Bulk API query job %s failed", job_id)
         jobs.finish(job_id, "Failed", processing_ms=_elapsed_ms(started),
@@ -434,51 +439,59 @@ def query_results(call: Call) -> Response:
     cut_after = count // 2 if call.state.faults.take_download_cut() else None
     header = io.StringIO()
     csv.writer(header, **job.csv_format).writerow(json.loads(job.columns or "[]"))
-    lines_sql = _csv_lines_sql(call.state, table, job)
-    stream = _csv_page(call.state, lines_sql, header.getvalue(), first, count, cut_after, gzip)
+    stream = _csv_page(call.state, _page_sql(table), header.getvalue(), first, count, cut_after, gzip)
     return StreamingResponse(stream, headers=headers, media_type=CSV_MEDIA_TYPE)
 
 
-def _csv_lines_sql(state: SandboxState, table: str, job: BulkJob) -> str:
-    """SQL giving rows `? < rowid <= ?` of a result table as CSV lines in the job's format: every value
-    quoted, quotes doubled (printf's %w), null as "". The SOQL compiler gives every bulk value as text.
-
-    Rows are read by row number as `ResultSets.page` reads them; bulk result tables need no `last_used`
-    stamp (they live until their job is deleted).
-    """
-    names = [quote(row[1]) for row in state.results.connection().execute(f"PRAGMA table_info({quote(table)})")]
-    delimiter = DELIMITERS[job.column_delimiter]  # none of them is a single quote: safe in an SQL literal
+def csv_lines_sql(compiled: CompiledQuery, job: BulkJob) -> str:
+    """The query with each row rendered as one CSV line in the job's format, as Salesforce writes it:
+    every value quoted, quotes doubled (printf's %w), null as "". The SOQL compiler gives every bulk
+    value as text; types whose text holds no quote skip the escaping scan (%s)."""
+    delimiter = DELIMITERS[job.column_delimiter]  # none of them is a quote or %: safe in the literal
+    names = [f"c{position}" for position in range(len(compiled.columns))]
     pieces = []
     for start in range(0, len(names), _PRINTF_COLUMNS):
-        group = names[start:start + _PRINTF_COLUMNS]
-        template = delimiter.join('"%w"' for _ in group)
-        arguments = ", ".join(f"ifnull({name}, '')" for name in group)
+        group = range(start, min(start + _PRINTF_COLUMNS, len(names)))
+        template = delimiter.join('"%s"' if compiled.columns[position].field.type in _QUOTE_FREE_TYPES
+                                  else '"%w"' for position in group)
+        arguments = ", ".join(f"ifnull({names[position]}, '')" for position in group)
         pieces.append(f"printf('{template}', {arguments})")
     ending = "char(13, 10)" if job.line_ending == "CRLF" else "char(10)"
     line = f" || '{delimiter}' || ".join(pieces) + f" || {ending}"
-    # One aggregate step renders the whole chunk inside SQLite, which releases the GIL meanwhile.
-    rows = f"SELECT rowid AS n, {line} AS line FROM {quote(table)} WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
-    in_order = " ORDER BY n" if sqlite3.sqlite_version_info >= (3, 44) else ""  # older: in row order anyway
+    return f"WITH q({', '.join(names)}) AS ({compiled.sql}) SELECT {line} AS line FROM q"
+
+
+def _page_sql(table: str) -> str:
+    """SQL giving the CSV lines of rows `? < rowid <= ?` of a result table as one string, in row order.
+
+    One aggregate step builds the whole chunk inside SQLite: no Python object per row. Rows are read
+    by row number as `ResultSets.page` reads them; bulk result tables need no `last_used` stamp (they
+    live until their job is deleted).
+    """
+    rows = f"SELECT rowid AS n, line FROM {quote(table)} WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
+    # SQLite before 3.44 cannot order inside an aggregate; it concatenates rows as they arrive, which
+    # is rowid order here (tests check the order of multi-chunk pages).
+    in_order = " ORDER BY n" if sqlite3.sqlite_version_info >= (3, 44) else ""
     return f"SELECT group_concat(line, ''{in_order}) FROM ({rows})"
 
 
-# Renders (and compresses) the next chunks of each download while the current one is sent.
+# Reads (and compresses) the next chunks of each download while the current one is sent.
 _renderers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bulk-csv")
 _CHUNKS_AHEAD = 3
 
 
-def _csv_page(state: SandboxState, lines_sql: str, header: str, first: int, count: int, cut_after: int | None,
+def _csv_page(state: SandboxState, page_sql: str, header: str, first: int, count: int, cut_after: int | None,
               gzip: bool) -> Iterator[bytes]:
-    """The page's CSV in chunks of STREAM_CHUNK_ROWS rows, the next ones rendering ahead on other threads.
+    """The page's CSV in chunks of STREAM_CHUNK_ROWS rows, the next ones prepared ahead on other threads.
 
-    SQLite and zlib release the GIL, so rendering and compressing overlap with sending. With `gzip`
-    each chunk is a gzip member of its own (a gzip stream may hold several, RFC 1952), which is what
-    lets chunks be compressed in parallel. A chunk is read whole on the thread that renders it: a
-    SQLite cursor must not move between threads.
+    SQLite and zlib release the GIL, so reading and compressing overlap with sending. With `gzip` each
+    chunk is a gzip member of its own (a gzip stream may hold several, RFC 1952), which is what lets
+    chunks be compressed in parallel. A chunk is read whole on the thread that prepares it: a SQLite
+    cursor must not move between threads.
     """
 
     def render(start: int, size: int, prefix: str) -> bytes:
-        lines = state.results.connection().execute(lines_sql, (start, start + size)).fetchone()[0] if size else ""
+        lines = state.results.connection().execute(page_sql, (start, start + size)).fetchone()[0] if size else ""
         data = (prefix + (lines or "")).encode()
         return zlib.compress(data, GZIP_LEVEL, wbits=31) if gzip else data
 

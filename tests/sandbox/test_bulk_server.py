@@ -3,6 +3,8 @@
 The module serves an org of its own (a few hundred known Tasks and a handful of Users), so every
 expected row is known here. Query tests read only the seeded Tasks (Subject 'Seeded ...'); ingest
 tests insert and change Tasks of their own, and change only fields of Users no query test reads.
+Its `sandbox` and `sf` fixtures override conftest's (the shared generated org) for that reason; they
+start the org with the same runner and log in with the same connector.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from simple_salesforce.exceptions import (
 from connectors.salesforce import connect
 from sandbox.ids import make_id
 from sandbox.runner import RunningSandbox, SandboxConfig, start_sandbox
+from sandbox.schema import FieldSchema
+from sandbox.server import bulk
+from sandbox.server.bulk import BulkJob, csv_lines_sql
+from sandbox.soql import CompiledQuery, OutputColumn
 from sandbox.store import OrgStore
 from tests.conftest import sandbox_settings
 
@@ -166,9 +172,12 @@ def test_query_honours_the_column_delimiter_and_line_ending(sf: Salesforce, org:
     assert page == f'"Id"\t"Subject"\r\n"{_task_id(org, 50)}"\t"Seeded call 050, ""quoted"""\r\n'
 
 
-def test_pages_keep_the_order_by_of_the_query(sf: Salesforce, org: Org) -> None:
+def test_pages_keep_the_order_by_of_the_query_across_chunks(sf: Salesforce, org: Org,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "STREAM_CHUNK_ROWS", 25)  # each page streams in several chunks
+
     pages = sf.bulk2.Task.query("SELECT Subject FROM Task WHERE Subject LIKE 'Seeded%' ORDER BY Subject DESC",
-                                max_records=70, wait=0)
+                                max_records=110, wait=0)
 
     subjects = [row["Subject"] for page in pages for row in parse(page)]
     assert subjects == sorted((task["Subject"] for task_id, task in org.tasks.items() if task_id not in org.deleted),
@@ -196,6 +205,43 @@ def test_job_info_has_the_fields_clients_read(sf: Salesforce, org: Org) -> None:
         "V2Ingest", 1, 0)
     assert ingest_info["contentUrl"].endswith(f"/jobs/ingest/{ingest['job_id']}/batches")
     assert listed["done"] is True and ingest["job_id"] in [job["id"] for job in listed["records"]]
+
+
+def test_results_are_utf8_csv_paged_by_headers_and_gzipped_when_asked(sf: Salesforce) -> None:
+    client = sf.bulk2.Task._client
+    job_id = client.create_job(Operation.query, SEEDED_QUERY)["id"]
+    client.wait_for_job(job_id, is_query=True, wait=0)
+    url = f"{sf.bulk2_url}query/{job_id}/results"
+
+    first = sf.session.get(url, params={"maxRecords": 200}, headers=sf.headers)
+    last = sf.session.get(url, params={"maxRecords": 200, "locator": first.headers["Sforce-Locator"]},
+                          headers=sf.headers | {"Accept-Encoding": "identity"})
+
+    assert first.headers["Content-Type"] == "text/csv; charset=UTF-8"
+    assert first.headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in last.headers
+    assert (first.headers["Sforce-NumberOfRecords"], last.headers["Sforce-NumberOfRecords"]) == ("200", "80")
+    assert last.headers["Sforce-Locator"] == "null"
+    assert len(parse(first.text)) + len(parse(last.text)) == SEEDED_TASKS - DELETED_TASKS
+    bad = sf.session.get(url, params={"locator": "bm90IGEgbnVtYmVy"}, headers=sf.headers)
+    assert (bad.status_code, bad.json()[0]["errorCode"]) == (400, "INVALID_QUERY_LOCATOR")
+
+
+def test_a_query_matching_nothing_gives_the_header_alone(sf: Salesforce) -> None:
+    pages = list(sf.bulk2.Task.query("SELECT Id, Subject FROM Task WHERE Subject = 'nothing like this'", wait=0))
+
+    assert pages == ['"Id","Subject"\n']
+
+
+def test_a_query_wider_than_one_printf_call_renders_every_column() -> None:
+    columns = [OutputColumn(f"F{n}", FieldSchema(f"F{n}", "string"), None, n) for n in range(230)]
+    values = ", ".join("NULL" if n % 3 == 0 else f"'v\"{n}'" for n in range(230))
+    compiled = CompiledQuery(None, columns, f"SELECT {values}", [], False, None, None, {})  # type: ignore[arg-type]
+    job = BulkJob("750", "query", "query", "Task", "InProgress", "PIPE", "CRLF", "59.0", "005", "", "")
+
+    [(line,)] = sqlite3.connect(":memory:").execute(csv_lines_sql(compiled, job)).fetchall()
+
+    assert line == "|".join('""' if n % 3 == 0 else f'"v""{n}"' for n in range(230)) + "\r\n"
 
 
 @pytest.mark.parametrize(("soql", "message"), [

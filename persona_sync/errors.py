@@ -25,3 +25,7 @@ class SalesforceError(PersonaSyncError):
 
 class SalesforceAuthError(SalesforceError):
     """The org refused our credentials, or could not be reached to present them."""
+
+
+class ApiReserveError(SalesforceError):
+    """The org has fewer daily API requests left than the reserve we leave for its other integrations."""

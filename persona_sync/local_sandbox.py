@@ -22,6 +22,7 @@ def settings_for(settings: Settings, sandbox: RunningSandbox) -> Settings:
         "salesforce_login_url": sandbox.url,
         "salesforce_ca_bundle": sandbox.ca_cert,
         "salesforce_private_key_file": settings.salesforce_private_key_file or sandbox.jwt_private_key,
+        "salesforce_bulk_poll_seconds": 0.0,  # the sandbox answers a poll when the job is done
     })
 
 
@@ -57,6 +58,7 @@ def org_settings(settings: Settings) -> Iterator[Settings]:
             "salesforce_login_url": url,
             "salesforce_ca_bundle": directory / "tls" / "ca.pem",
             "salesforce_private_key_file": settings.salesforce_private_key_file or directory / "jwt" / "jwt-key.pem",
+            "salesforce_bulk_poll_seconds": 0.0,
         })
         return
     sandbox = start_sandbox(SandboxConfig(data_dir=settings.sandbox_data_dir, preset=settings.sandbox_preset,

@@ -47,12 +47,35 @@ class Settings(BaseSettings):
         None, description="CA certificates to trust for TLS. Unset with the local sandbox: its own CA.")
     salesforce_api_version: str = Field("59.0", description="The Salesforce API version to call.")
     salesforce_timeout_seconds: float = Field(120.0, description="Timeout of one HTTP request.")
+    salesforce_retry_attempts: int = Field(6, description="Attempts at a call that fails transiently (connection "
+                                           "errors, 5xx, REQUEST_LIMIT_EXCEEDED) before giving up.")
+    salesforce_retry_initial_seconds: float = Field(1.0, description="First wait between attempts; it doubles.")
+    salesforce_retry_max_seconds: float = Field(60.0, description="Longest wait between attempts.")
+    salesforce_bulk_poll_seconds: float = Field(
+        0.5, description="Wait between polls of a Bulk API 2.0 job (the local sandbox answers a poll when the "
+        "job is done, so it uses 0).")
 
     # --- the local sandbox --------------------------------------------------------------------------
     sandbox_dir: Path | None = Field(None, description="The sandbox's data directory. Unset: <home>/sandbox.")
     sandbox_preset: Literal["small", "medium", "large"] = Field("small", description="Size of the generated org.")
     sandbox_seed: int = Field(7, description="Seed of the generated org.")
     sandbox_port: int = Field(8443, description="Port the sandbox listens on (0: any free port).")
+
+    # --- pulling -----------------------------------------------------------------------------------
+    state_database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the state database (watermarks, run ledger, quarantine). Unset: "
+        "SQLite at <home>/state.db. PostgreSQL: postgresql+psycopg://user:password@host/db")
+    staging_dir: Path | None = Field(None, description="Where pulled records are staged (Parquet). Unset: <home>/staging.")
+    pull_mode: Literal["auto", "rest", "bulk"] = Field(
+        "auto", description="auto picks REST or Bulk API 2.0 per object from its expected row count.")
+    pull_bulk_threshold: int = Field(10_000, description="In auto mode, objects with at least this many rows to "
+                                     "pull use Bulk API 2.0.")
+    pull_overlap_minutes: float = Field(10, description="Each incremental pull starts this long before the watermark, "
+                                        "so rows committed late are not missed.")
+    pull_history_days: int = Field(180, description="How much history a first pull (or --full-refresh) fetches.")
+    pull_workers: int = Field(2, description="Objects pulled at the same time.")
+    pull_bulk_page_rows: int = Field(100_000, description="Rows per Bulk API 2.0 results page (maxRecords).")
+    api_reserve: int = Field(1_000, description="Refuse to start a run when fewer daily API requests than this remain.")
 
     # --- tests --------------------------------------------------------------------------------------
     test_postgres_url: str = Field(
@@ -66,6 +89,15 @@ class Settings(BaseSettings):
     def updated(self, **changes: object) -> "Settings":
         """These settings with `changes`, validated like the rest (a plain string becomes a secret)."""
         return type(self)(_env_file=None, **(self.model_dump() | changes))
+
+    @property
+    def state_url(self) -> str:
+        """The state database URL (SQLite under <home> unless set)."""
+        return self.state_database_url or f"sqlite:///{(self.home / 'state.db').resolve()}"
+
+    @property
+    def staging_path(self) -> Path:
+        return self.staging_dir or self.home / "staging"
 
     @property
     def uses_sandbox(self) -> bool:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from persona_sync.errors import PersonaSyncError
-from persona_sync.settings import Settings, load_settings
+from persona_sync.settings import load_settings
 from sandbox.cli import app as sandbox_app
 from sandbox.runner import SandboxError
 from sandbox.store import StoreError
@@ -83,6 +83,55 @@ def query(
             raise typer.Exit(2) from error
         raise
     _print_records(records[:limit], title=f"{len(records):,} rows")
+
+
+@app.command()
+def pull(
+    full_refresh: Annotated[bool, typer.Option(
+        help="Pull the whole history window again instead of what changed since the last pull.")] = False,
+    mode: Annotated[Optional[str], typer.Option(
+        help="Force rest or bulk for every object. [default: PERSONA_SYNC_PULL_MODE, auto]")] = None,
+    sobject: Annotated[Optional[list[str]], typer.Option(
+        "--object", help="Pull only this object (repeatable). [default: every declared stream]")] = None,
+) -> None:
+    """Pull users and their activity from the org into local staging (incremental; REST or Bulk API 2.0)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from connectors.salesforce.streams import streams_by_name
+    from persona_sync.local_sandbox import org_settings
+    from tasks.pull import options_from_settings, run_pull
+
+    if mode not in (None, "auto", "rest", "bulk"):
+        raise typer.BadParameter("use auto, rest or bulk", param_hint="--mode")
+    try:
+        streams = streams_by_name(sobject)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--object") from error
+    settings = load_settings()
+    options = options_from_settings(settings, full_refresh=full_refresh, mode=mode)  # type: ignore[arg-type]
+    progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    bars: dict[str, int] = {}
+
+    def on_rows(name: str, rows: int, expected: int | None) -> None:
+        if name not in bars:
+            bars[name] = progress.add_task(name, total=expected or None)
+        progress.update(bars[name], completed=rows, total=max(expected or 0, rows) or None)
+
+    try:
+        with org_settings(settings) as resolved, progress:
+            report = run_pull(resolved, streams, options, on_rows=on_rows)
+    except (PersonaSyncError, SandboxError, StoreError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    table = Table(title=f"Pull {report.run_id}: {report.rows:,} rows in {report.seconds:.1f} s, "
+                        f"{report.api_calls:,} API calls")
+    for column in ("object", "mode", "rows", "deleted", "quarantined", "seconds"):
+        table.add_column(column, justify="left" if column in ("object", "mode") else "right")
+    for result in sorted(report.streams, key=lambda item: item.sobject):
+        table.add_row(result.sobject, result.mode, f"{result.rows:,}", f"{result.deleted:,}",
+                      f"{result.quarantined:,}", f"{result.seconds:.1f}")
+    console.print(table)
 
 
 def _show_org(sf) -> None:

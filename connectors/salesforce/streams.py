@@ -1,0 +1,105 @@
+"""What persona-sync pulls from Salesforce: one declaration per object, in one place.
+
+Each stream names an sObject, the fields persona features need (and no others: every extra column
+costs download time on a large org), the activity it feeds, its cursor field for incremental pulls,
+and the user reference that ties a row to a person (a row whose user is missing or unknown is
+quarantined, not staged). Types come from the org's own describe at pull time, so a real org and the
+sandbox are read the same way.
+
+Cursor fields: SystemModstamp where the object has it (it changes on every write, system ones
+included); objects without it are append-only logs and use their creation time (LoginHistory:
+LoginTime; SetupAuditTrail and the history objects: CreatedDate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One sObject to pull."""
+
+    sobject: str
+    fields: tuple[str, ...]
+    feeds: str  # the activity (or context) these rows describe, for people reading the plan
+    cursor: str = "SystemModstamp"
+    # The field naming the user who did this (owner, creator, login user); None for reference data.
+    user_field: str | None = "OwnerId"
+    # Whether deleted rows exist (IsDeleted): then deletions are pulled with queryAll and removed.
+    soft_delete: bool = True
+    # Reference data is pulled in full on the first run, whatever the history window.
+    full_history: bool = False
+    # A filter the object requires in every query (KnowledgeArticleVersion must name PublishStatus).
+    required_filter: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The fields to select: Id, the declared fields, and the cursor (once each, in that order)."""
+        return tuple(dict.fromkeys(("Id", *self.fields, self.cursor)))
+
+
+_AUDIT = ("CreatedById", "CreatedDate")
+
+STREAMS: tuple[Stream, ...] = (
+    # Reference data first: users are what every other row is checked against.
+    Stream("User", ("Username", "Name", "Title", "Department", "ProfileId", "UserRoleId", "ManagerId", "IsActive",
+                    "UserType", "CreatedDate", "LastLoginDate", "Persona__c", "Persona_Score__c",
+                    "Persona_Confidence__c", "Persona_Reason__c", "Persona_Updated__c"),
+           feeds="the people: context (title, department, profile, role, manager) and current persona fields",
+           user_field=None, soft_delete=False, full_history=True),
+    Stream("Profile", ("Name",), feeds="profile names (context only)", user_field=None, soft_delete=False,
+           full_history=True),
+    Stream("UserRole", ("Name", "ParentRoleId"), feeds="role names (context only)", user_field=None,
+           soft_delete=False, full_history=True),
+    # Sales activity.
+    Stream("Task", ("OwnerId", "TaskSubtype", "Type", "Status", "IsClosed", "ActivityDate", *_AUDIT),
+           feeds="calls, emails and list emails logged"),
+    Stream("Event", ("OwnerId", "StartDateTime", "DurationInMinutes", *_AUDIT), feeds="meetings"),
+    Stream("Lead", ("OwnerId", "Status", "IsConverted", "ConvertedDate", *_AUDIT), feeds="leads created and converted"),
+    Stream("Opportunity", ("OwnerId", "StageName", "IsClosed", "IsWon", "Type", "CloseDate", *_AUDIT),
+           feeds="opportunities created, won, and upsell / renewal"),
+    Stream("Quote", ("OwnerId", "Status", *_AUDIT), feeds="quotes prepared"),
+    Stream("Contract", ("OwnerId", "Status", "ActivatedDate", *_AUDIT), feeds="contracts"),
+    Stream("Contact", ("OwnerId", *_AUDIT), feeds="contacts created"),
+    Stream("ContactHistory", ("ContactId", "Field", *_AUDIT), feeds="contacts updated", cursor="CreatedDate",
+           user_field="CreatedById"),
+    # Service activity.
+    Stream("Case", ("OwnerId", "Status", "IsClosed", "ClosedDate", "IsEscalated", "Origin", *_AUDIT),
+           feeds="cases closed and escalated"),
+    Stream("CaseComment", ("ParentId", "IsPublished", *_AUDIT), feeds="case comments", user_field="CreatedById"),
+    Stream("CaseHistory", ("CaseId", "Field", "OldValue", "NewValue", *_AUDIT), feeds="case reassignments",
+           cursor="CreatedDate", user_field="CreatedById"),
+    Stream("KnowledgeArticleVersion", ("KnowledgeArticleId", "PublishStatus", "VersionNumber", *_AUDIT),
+           feeds="knowledge articles written", user_field="CreatedById",
+           required_filter="PublishStatus IN ('Online', 'Draft', 'Archived')", soft_delete=False),
+    # Analytics, administration and collaboration.
+    Stream("Report", ("OwnerId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
+           feeds="reports created or modified", user_field="CreatedById"),
+    Stream("Dashboard", ("RunningUserId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
+           feeds="dashboards created or modified", user_field="CreatedById"),
+    Stream("SetupAuditTrail", ("Action", "Section", *_AUDIT), feeds="setup changes and users created",
+           cursor="CreatedDate", user_field="CreatedById", soft_delete=False),
+    Stream("FeedItem", ("ParentId", "Type", *_AUDIT), feeds="Chatter posts", user_field="CreatedById"),
+    # Marketing.
+    Stream("Campaign", ("OwnerId", "Type", "Status", *_AUDIT), feeds="campaigns"),
+    Stream("ListEmail", ("OwnerId", "Status", *_AUDIT), feeds="list (bulk) emails"),
+    Stream("EmailTemplate", ("OwnerId", "TemplateType", "LastModifiedById", *_AUDIT), feeds="email templates",
+           soft_delete=False),
+    # Logins, by channel.
+    Stream("LoginHistory", ("UserId", "LoginType", "Application", "Platform", "ApiType", "Status"),
+           feeds="logins by channel (browser, mobile, API)", cursor="LoginTime", user_field="UserId",
+           soft_delete=False),
+)
+
+
+def streams_by_name(names: list[str] | None = None) -> list[Stream]:
+    """The declared streams, all or those named (in declaration order); unknown names are an error."""
+    if not names:
+        return list(STREAMS)
+    known = {stream.sobject.lower(): stream for stream in STREAMS}
+    unknown = [name for name in names if name.lower() not in known]
+    if unknown:
+        raise ValueError(f"no stream for {unknown}; declared: {[stream.sobject for stream in STREAMS]}")
+    wanted = {name.lower() for name in names}
+    return [stream for stream in STREAMS if stream.sobject.lower() in wanted]

@@ -1,0 +1,287 @@
+"""The state store: persona-sync's own bookkeeping (run ledger, watermarks, quarantine, pull statistics).
+
+One object, `StateStore`, over one SQLAlchemy engine: SQLite by default, PostgreSQL in production. Each
+method is its own transaction, so what a method has written is committed when it returns (a watermark
+is only moved after the rows it covers are staged, and stays moved if the run dies a second later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import Insert, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.state.errors import StateError
+from connectors.state.records import PullStats, QuarantinedRecord, RunRecord, Watermark
+from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
+from connectors.state.tables import PullStatsRow, QuarantineRow, RunRow, WatermarkRow, as_utc
+
+RUNNING = "running"
+PULL_MODES = ("rest", "bulk")
+# Bound parameters per statement stay well under SQLite's and PostgreSQL's limits.
+_CHUNK = 500
+
+
+class StateStore:
+    """persona-sync's bookkeeping database. Call `ensure_schema()` once per process before anything else."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = create_state_engine(url)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    def ensure_schema(self) -> None:
+        """Brings the schema to the newest revision this package ships; cheap when it is already there."""
+        upgrade_to_head(self._engine)
+
+    def close(self) -> None:
+        """Closes the pooled connections (a PostgreSQL database can only be dropped after this)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- run ledger ---------------------------------------------------------------------------------------
+
+    def start_run(self, flow: str, parameters: dict[str, Any]) -> str:
+        """Records a run as 'running' now and returns its id (a uuid4 string).
+
+        Parameters are stored as JSON: dates and datetimes become ISO strings, paths become strings.
+        """
+        _check_json(parameters, f"the parameters of flow {flow!r}")
+        run_id = str(uuid4())
+        with self._transaction() as session:
+            session.add(RunRow(id=run_id, flow=flow, parameters=parameters, status=RUNNING,
+                               started_at=_now()))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, *, counts: dict[str, Any] | None = None,
+                   api_calls: int | None = None, error: str | None = None) -> None:
+        """Records the outcome of a run ('succeeded', 'failed', ...) and when it ended.
+
+        Finishing a run twice overwrites the first outcome (a retried flow reports its final word).
+        """
+        if not status or status == RUNNING:
+            raise StateError(f"finish_run({run_id!r}) needs a final status such as 'succeeded' or 'failed', "
+                             f"not {status!r}")
+        if counts is not None:
+            _check_json(counts, f"the counts of run {run_id}")
+        with self._transaction() as session:
+            row = session.get(RunRow, run_id)
+            if row is None:
+                raise StateError(f"run {run_id} is not in the run ledger ({self._where()}); "
+                                 "finish only runs that start_run returned")
+            row.status = status
+            row.finished_at = _now()
+            row.counts = counts
+            row.api_calls = api_calls
+            row.error = error
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """The run with this id, or None when the ledger has no such run."""
+        with self._sessions() as session:
+            row = session.get(RunRow, run_id)
+            return None if row is None else _run_record(row)
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The latest runs, newest first."""
+        with self._sessions() as session:
+            rows = session.scalars(select(RunRow).order_by(RunRow.started_at.desc(), RunRow.id.desc())
+                                   .limit(limit))
+            return [_run_record(row) for row in rows]
+
+    # --- watermarks ---------------------------------------------------------------------------------------
+
+    def watermark(self, sobject: str) -> Watermark | None:
+        """Where the next incremental pull of `sobject` resumes; None when it has never been pulled."""
+        with self._sessions() as session:
+            row = session.get(WatermarkRow, sobject)
+            if row is None:
+                return None
+            return Watermark(sobject=row.sobject, cursor_field=row.cursor_field, value=row.value,
+                             history_start=row.history_start, updated_at=row.updated_at, run_id=row.run_id)
+
+    def set_watermark(self, sobject: str, cursor_field: str, value: datetime, history_start: datetime,
+                      run_id: str) -> None:
+        """Moves (or first sets) the watermark of `sobject`, committed when this returns.
+
+        Call it only after the rows up to `value` are staged durably: the watermark is a promise that
+        nothing before it needs pulling again.
+        """
+        values = {
+            "sobject": sobject,
+            "cursor_field": cursor_field,
+            "value": as_utc(value, f"the watermark of {sobject}"),
+            "history_start": as_utc(history_start, f"the history start of {sobject}"),
+            "updated_at": _now(),
+            "run_id": run_id,
+        }
+        with self._transaction(f"set the watermark of {sobject} for run {run_id}") as session:
+            statement = self._insert(WatermarkRow)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[WatermarkRow.sobject],
+                set_={name: statement.excluded[name] for name in values if name != "sobject"},
+            ), values)
+
+    def clear_watermarks(self, sobjects: list[str] | None = None) -> None:
+        """Forgets watermarks, so the next pull starts from history_start: all of them when `sobjects` is
+        None, those named otherwise (an empty list clears nothing)."""
+        with self._transaction() as session:
+            if sobjects is None:
+                session.execute(delete(WatermarkRow))
+                return
+            for chunk in _chunks(sobjects):
+                session.execute(delete(WatermarkRow).where(WatermarkRow.sobject.in_(chunk)))
+
+    # --- quarantine ---------------------------------------------------------------------------------------
+
+    def quarantine(self, records: list[QuarantinedRecord]) -> int:
+        """Keeps records that could not be staged, and returns how many distinct records were written.
+
+        A record already quarantined for the same reason (same object, same Id, or same raw values when
+        it has no Id) is refreshed, not added again: its raw values and run id become this run's, and
+        `first_seen_at` stays.
+        """
+        now = _now()
+        rows: dict[str, dict[str, Any]] = {}
+        for record in records:
+            _check_json(record.raw, f"the raw values of quarantined {record.sobject} {record.record_id}")
+            key = _dedupe_key(record)
+            rows[key] = {"dedupe_key": key, "sobject": record.sobject, "record_id": record.record_id,
+                         "reason": record.reason, "raw": record.raw, "run_id": record.run_id,
+                         "first_seen_at": now, "last_seen_at": now}
+        if not rows:
+            return 0
+        with self._transaction("quarantine records") as session:
+            statement = self._insert(QuarantineRow)
+            upsert = statement.on_conflict_do_update(
+                index_elements=[QuarantineRow.dedupe_key],
+                set_={name: statement.excluded[name] for name in ("raw", "run_id", "last_seen_at")},
+            )
+            batch = list(rows.values())
+            for start in range(0, len(batch), _CHUNK):
+                session.execute(upsert, batch[start:start + _CHUNK])
+        return len(rows)
+
+    def quarantined(self, sobject: str | None = None, run_id: str | None = None) -> list[QuarantinedRecord]:
+        """What is in quarantine now, optionally for one object and/or the run that last saw it."""
+        query = select(QuarantineRow).order_by(QuarantineRow.sobject, QuarantineRow.record_id.asc().nulls_last(),
+                                               QuarantineRow.id)
+        if sobject is not None:
+            query = query.where(QuarantineRow.sobject == sobject)
+        if run_id is not None:
+            query = query.where(QuarantineRow.run_id == run_id)
+        with self._sessions() as session:
+            return [QuarantinedRecord(sobject=row.sobject, record_id=row.record_id, reason=row.reason,
+                                      raw=row.raw, run_id=row.run_id, first_seen_at=row.first_seen_at,
+                                      last_seen_at=row.last_seen_at)
+                    for row in session.scalars(query)]
+
+    def release_quarantine(self, sobject: str, record_ids: list[str]) -> None:
+        """Takes records out of quarantine (for every reason) because they have now arrived clean."""
+        with self._transaction() as session:
+            for chunk in _chunks(record_ids):
+                session.execute(delete(QuarantineRow).where(QuarantineRow.sobject == sobject,
+                                                            QuarantineRow.record_id.in_(chunk)))
+
+    # --- pull statistics ----------------------------------------------------------------------------------
+
+    def record_pull(self, stats: PullStats) -> None:
+        """Records what a run pulled for one object; recording the same (run, object) again replaces it."""
+        if stats.mode not in PULL_MODES:
+            raise StateError(f"pull mode of {stats.sobject} in run {stats.run_id} must be one of {PULL_MODES}, "
+                             f"not {stats.mode!r}")
+        values = {
+            "run_id": stats.run_id, "sobject": stats.sobject, "mode": stats.mode, "rows": stats.rows,
+            "deleted": stats.deleted, "quarantined": stats.quarantined, "api_calls": stats.api_calls,
+            "seconds": stats.seconds,
+            "watermark_from": _optional_utc(stats.watermark_from, f"watermark_from of {stats.sobject}"),
+            "watermark_to": _optional_utc(stats.watermark_to, f"watermark_to of {stats.sobject}"),
+            "recorded_at": _now(),
+        }
+        with self._transaction(f"record the pull of {stats.sobject} for run {stats.run_id}") as session:
+            statement = self._insert(PullStatsRow)
+            session.execute(statement.on_conflict_do_update(
+                index_elements=[PullStatsRow.run_id, PullStatsRow.sobject],
+                set_={name: statement.excluded[name] for name in values if name not in ("run_id", "sobject")},
+            ), values)
+
+    def pull_stats(self, run_id: str) -> list[PullStats]:
+        """What run `run_id` pulled, one entry per object, by object name."""
+        query = select(PullStatsRow).where(PullStatsRow.run_id == run_id).order_by(PullStatsRow.sobject)
+        with self._sessions() as session:
+            return [PullStats(run_id=row.run_id, sobject=row.sobject, mode=row.mode,  # type: ignore[arg-type]
+                              rows=row.rows, deleted=row.deleted, quarantined=row.quarantined,
+                              api_calls=row.api_calls, seconds=row.seconds, watermark_from=row.watermark_from,
+                              watermark_to=row.watermark_to)
+                    for row in session.scalars(query)]
+
+    # --- plumbing -----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, doing: str = "") -> Iterator[Session]:
+        """A session committed on success. A foreign-key refusal (an unknown run id) becomes a StateError."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError as error:
+            raise StateError(f"could not {doing or 'write to the state database'} ({self._where()}): "
+                             f"{str(error.orig).strip().splitlines()[0]}. A run id must come from start_run.") \
+                from error
+
+    def _insert(self, model: type[Any]) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT (both SQLite and PostgreSQL do)."""
+        dialect: Any = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        statement: Insert = dialect.insert(model)
+        return statement
+
+    def _where(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _optional_utc(value: datetime | None, what: str) -> datetime | None:
+    return None if value is None else as_utc(value, what)
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start:start + _CHUNK]
+
+
+def _check_json(value: Any, what: str) -> None:
+    """Refuses what JSON cannot hold here, naming it, rather than failing deep inside the flush."""
+    try:
+        dump_json(value)
+    except (TypeError, ValueError) as error:
+        raise StateError(f"{what} cannot be stored as JSON: {error}") from error
+
+
+def _dedupe_key(record: QuarantinedRecord) -> str:
+    """Identifies a quarantined record across reruns: its Id, or its raw values when it has no Id."""
+    identity = record.record_id
+    if identity is None:
+        raw = json.dumps(record.raw, sort_keys=True, default=str)
+        identity = "raw:" + hashlib.sha256(raw.encode()).hexdigest()
+    return hashlib.sha256(json.dumps([record.sobject, identity, record.reason]).encode()).hexdigest()
+
+
+def _run_record(row: RunRow) -> RunRecord:
+    return RunRecord(id=row.id, flow=row.flow, parameters=row.parameters, status=row.status,
+                     started_at=row.started_at, finished_at=row.finished_at, counts=row.counts,
+                     api_calls=row.api_calls, error=row.error)

@@ -1,0 +1,132 @@
+"""The state database's tables, as typed SQLAlchemy ORM models.
+
+The models are what the store reads and writes; the alembic revisions in `migrations/versions/` are what
+creates the tables. A test holds the two together (no pending autogenerate difference), so a change here
+comes with a new revision (see `migrations/README.md`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, Dialect, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from connectors.state.errors import StateError
+
+# Named constraints, so later revisions can alter them by name (SQLite batch mode needs the names).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_ID = String(36)
+SOBJECT = String(100)
+
+
+def as_utc(value: datetime, what: str) -> datetime:
+    """`value` in UTC; a naive datetime is refused, because its zone would be a guess."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise StateError(f"{what} is a naive datetime ({value.isoformat()}); pass a timezone-aware one "
+                         "(datetime.now(UTC), or .replace(tzinfo=UTC) when it is known to be UTC)")
+    return value.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware, on every database.
+
+    PostgreSQL keeps the zone (timestamptz); SQLite keeps none, so we store naive UTC there and put
+    the zone back when reading.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = as_utc(value, "a timestamp for the state database")
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StateBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RunRow(StateBase):
+    """The run ledger: one row per flow execution."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(RUN_ID, primary_key=True)
+    flow: Mapped[str] = mapped_column(String(200))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    api_calls: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WatermarkRow(StateBase):
+    """One cursor per Salesforce object: where the next incremental pull resumes."""
+
+    __tablename__ = "watermarks"
+
+    sobject: Mapped[str] = mapped_column(SOBJECT, primary_key=True)
+    cursor_field: Mapped[str] = mapped_column(String(100))
+    value: Mapped[datetime] = mapped_column(UtcDateTime)
+    history_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"))
+
+
+class QuarantineRow(StateBase):
+    """Records that could not be staged. `dedupe_key` makes a rerun refresh a row instead of adding one.
+
+    The key hashes (sobject, record id or a fingerprint of the raw values, reason): a plain unique
+    constraint would not do, because a NULL record id never conflicts and a long reason overflows an index.
+    """
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index(None, "sobject", "record_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    sobject: Mapped[str] = mapped_column(SOBJECT)
+    record_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSON)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"), index=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PullStatsRow(StateBase):
+    """Per run and object: what was pulled, how, and between which watermarks."""
+
+    __tablename__ = "pull_stats"
+    __table_args__ = (CheckConstraint("mode IN ('rest', 'bulk')", name="mode"),)
+
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"), primary_key=True)
+    sobject: Mapped[str] = mapped_column(SOBJECT, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    rows: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[int] = mapped_column(Integer)
+    quarantined: Mapped[int] = mapped_column(Integer)
+    api_calls: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    watermark_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    watermark_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)

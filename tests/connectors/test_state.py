@@ -1,0 +1,248 @@
+"""The state store: every method, on SQLite and on PostgreSQL (a fresh database per test, dropped after)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from connectors.state import PullStats, QuarantinedRecord, StateError, StateStore, Watermark
+from connectors.state.schema import head_revision
+from connectors.state.tables import StateBase
+
+HISTORY_START = datetime(2024, 1, 1, tzinfo=UTC)
+CET = timezone(timedelta(hours=1))
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, created next to `postgres_url` and dropped afterwards."""
+    name = f"persona_sync_test_{uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sqlalchemy.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state/state.db"
+    return request.getfixturevalue("fresh_postgres_url")
+
+
+@pytest.fixture
+def store(state_url: str) -> Iterator[StateStore]:
+    with StateStore(state_url) as opened:
+        opened.ensure_schema()
+        yield opened
+
+
+@pytest.fixture
+def run_id(store: StateStore) -> str:
+    return store.start_run("nightly_sync", {"as_of": "2026-11-01"})
+
+
+# --- schema ---------------------------------------------------------------------------------------------
+
+def test_ensure_schema_is_idempotent_and_reaches_head(state_url: str) -> None:
+    with StateStore(state_url) as store:
+        store.ensure_schema()
+        store.ensure_schema()
+        with store._engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    assert current == head_revision() == "0001"
+
+
+def test_migrations_at_head_match_the_models(store: StateStore) -> None:
+    with store._engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, StateBase.metadata) == []
+
+
+def test_sqlite_database_gets_its_directory_wal_and_foreign_keys(tmp_path: Path) -> None:
+    with StateStore(f"sqlite:///{tmp_path}/deep/er/state.db") as store:
+        store.ensure_schema()
+        with store._engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert (tmp_path / "deep" / "er" / "state.db").is_file()
+
+
+def test_unsupported_database_is_refused() -> None:
+    with pytest.raises(StateError, match="SQLite or PostgreSQL"):
+        StateStore("mysql+pymysql://user@localhost/state")
+
+
+# --- run ledger -----------------------------------------------------------------------------------------
+
+def test_start_run_records_a_running_run_with_its_parameters(store: StateStore) -> None:
+    before = datetime.now(UTC)
+    run_id = store.start_run("backfill", {"as_of": datetime(2026, 11, 1, tzinfo=UTC), "objects": ["Task"]})
+    run = store.run(run_id)
+    assert run is not None
+    assert (run.flow, run.status, run.finished_at) == ("backfill", "running", None)
+    assert run.parameters == {"as_of": "2026-11-01T00:00:00+00:00", "objects": ["Task"]}
+    assert run.started_at.tzinfo == UTC and before <= run.started_at <= datetime.now(UTC)
+
+
+def test_finish_run_records_the_outcome(store: StateStore, run_id: str) -> None:
+    store.finish_run(run_id, "failed", counts={"Task": 10}, api_calls=3, error="Bulk job timed out")
+    run = store.run(run_id)
+    assert run is not None
+    assert (run.status, run.counts, run.api_calls, run.error) == ("failed", {"Task": 10}, 3, "Bulk job timed out")
+    assert run.finished_at is not None and run.finished_at >= run.started_at
+
+
+def test_finishing_an_unknown_run_or_with_running_status_is_refused(store: StateStore, run_id: str) -> None:
+    with pytest.raises(StateError, match="not in the run ledger"):
+        store.finish_run(str(uuid4()), "succeeded")
+    with pytest.raises(StateError, match="final status"):
+        store.finish_run(run_id, "running")
+
+
+def test_runs_lists_the_newest_first_up_to_the_limit(store: StateStore) -> None:
+    ids = [store.start_run("nightly_sync", {"n": n}) for n in range(3)]
+    assert [run.id for run in store.runs()] == ids[::-1]
+    assert [run.id for run in store.runs(limit=2)] == ids[:0:-1]
+    assert store.run(str(uuid4())) is None
+
+
+def test_parameters_json_cannot_hold_are_refused_with_a_state_error(store: StateStore) -> None:
+    with pytest.raises(StateError, match="parameters of flow 'nightly_sync'"):
+        store.start_run("nightly_sync", {"client": object()})
+
+
+# --- watermarks -----------------------------------------------------------------------------------------
+
+def test_an_object_never_pulled_has_no_watermark(store: StateStore) -> None:
+    assert store.watermark("Task") is None
+
+
+def test_set_watermark_inserts_then_moves_the_one_watermark(store: StateStore, run_id: str) -> None:
+    first = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    store.set_watermark("Task", "SystemModstamp", first, HISTORY_START, run_id)
+    later_run = store.start_run("nightly_sync", {})
+    second = datetime(2026, 10, 2, 12, tzinfo=UTC)
+    store.set_watermark("Task", "SystemModstamp", second, HISTORY_START, later_run)
+
+    watermark = store.watermark("Task")
+    assert watermark == Watermark("Task", "SystemModstamp", second, HISTORY_START, watermark.updated_at, later_run)
+    assert watermark.updated_at.tzinfo == UTC
+
+
+def test_datetimes_round_trip_as_the_same_instant_in_utc(store: StateStore, run_id: str) -> None:
+    in_cet = datetime(2026, 3, 29, 2, 30, 15, 123456, tzinfo=CET)
+    store.set_watermark("LoginHistory", "LoginTime", in_cet, HISTORY_START.astimezone(CET), run_id)
+    watermark = store.watermark("LoginHistory")
+    assert watermark is not None
+    assert watermark.value == in_cet and watermark.value.tzinfo == UTC
+    assert watermark.value == datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=UTC)
+    assert watermark.history_start == HISTORY_START and watermark.history_start.tzinfo == UTC
+
+
+def test_naive_datetimes_are_refused(store: StateStore, run_id: str) -> None:
+    with pytest.raises(StateError, match="naive datetime"):
+        store.set_watermark("Task", "SystemModstamp", datetime(2026, 10, 1), HISTORY_START, run_id)
+
+
+def test_a_watermark_needs_a_run_from_the_ledger(store: StateStore) -> None:
+    with pytest.raises(StateError, match="watermark of Task"):
+        store.set_watermark("Task", "SystemModstamp", HISTORY_START, HISTORY_START, str(uuid4()))
+
+
+def test_clear_watermarks_clears_the_named_objects_or_all(store: StateStore, run_id: str) -> None:
+    for sobject in ("Task", "Event", "Case"):
+        store.set_watermark(sobject, "SystemModstamp", HISTORY_START, HISTORY_START, run_id)
+    store.clear_watermarks([])
+    assert store.watermark("Task") is not None
+    store.clear_watermarks(["Task"])
+    assert store.watermark("Task") is None and store.watermark("Event") is not None
+    store.clear_watermarks()
+    assert store.watermark("Event") is None and store.watermark("Case") is None
+
+
+# --- quarantine -----------------------------------------------------------------------------------------
+
+def _broken(run_id: str) -> list[QuarantinedRecord]:
+    return [
+        QuarantinedRecord("Task", "00T000000000001AAA", "unparseable ActivityDate", {"ActivityDate": "31/02"}, run_id),
+        QuarantinedRecord("Task", None, "missing Id", {"Subject": "Call"}, run_id),
+        QuarantinedRecord("Case", "500000000000001AAA", "unknown OwnerId", {"OwnerId": "x"}, run_id),
+    ]
+
+
+def test_quarantine_keeps_records_and_a_rerun_does_not_duplicate_them(store: StateStore, run_id: str) -> None:
+    assert store.quarantine(_broken(run_id)) == 3
+    rerun = store.start_run("nightly_sync", {})
+    assert store.quarantine(_broken(rerun)) == 3
+
+    kept = store.quarantined()
+    assert len(kept) == 3
+    assert {record.run_id for record in kept} == {rerun}
+    assert all(record.first_seen_at < record.last_seen_at for record in kept)
+    assert store.quarantined(run_id=run_id) == []
+
+
+def test_quarantine_dedupes_within_a_batch_and_keeps_distinct_reasons(store: StateStore, run_id: str) -> None:
+    record = QuarantinedRecord("Task", "00T000000000001AAA", "bad date", {"v": 1}, run_id)
+    same_later = QuarantinedRecord("Task", "00T000000000001AAA", "bad date", {"v": 2}, run_id)
+    other_reason = QuarantinedRecord("Task", "00T000000000001AAA", "bad owner", {"v": 1}, run_id)
+    other_raw_without_id = QuarantinedRecord("Task", None, "missing Id", {"v": 3}, run_id)
+    same_raw_without_id = QuarantinedRecord("Task", None, "missing Id", {"v": 3}, run_id)
+    assert store.quarantine([record, same_later, other_reason, other_raw_without_id, same_raw_without_id]) == 3
+    assert {(r.record_id, r.reason, r.raw["v"]) for r in store.quarantined("Task")} == {
+        ("00T000000000001AAA", "bad date", 2), ("00T000000000001AAA", "bad owner", 1), (None, "missing Id", 3)}
+
+
+def test_quarantined_filters_by_object_and_run(store: StateStore, run_id: str) -> None:
+    store.quarantine(_broken(run_id))
+    other_run = store.start_run("nightly_sync", {})
+    store.quarantine([QuarantinedRecord("Event", "00U000000000001AAA", "bad", {}, other_run)])
+    assert [record.record_id for record in store.quarantined("Case")] == ["500000000000001AAA"]
+    assert [record.sobject for record in store.quarantined(run_id=other_run)] == ["Event"]
+    assert store.quarantined("Task", run_id=other_run) == []
+    assert store.quarantine([]) == 0
+
+
+def test_a_record_that_arrives_clean_leaves_quarantine(store: StateStore, run_id: str) -> None:
+    store.quarantine(_broken(run_id) + [
+        QuarantinedRecord("Task", "00T000000000001AAA", "bad owner", {}, run_id)])
+    store.release_quarantine("Task", ["00T000000000001AAA", "00T00000000000XAAA"])
+    assert [(r.sobject, r.record_id) for r in store.quarantined()] == [("Case", "500000000000001AAA"), ("Task", None)]
+
+
+# --- pull statistics ------------------------------------------------------------------------------------
+
+def test_record_pull_keeps_one_entry_per_run_and_object(store: StateStore, run_id: str) -> None:
+    window_from = datetime(2026, 10, 1, tzinfo=CET)
+    window_to = datetime(2026, 10, 2, tzinfo=UTC)
+    task = PullStats(run_id, "Task", "bulk", 1000, 2, 1, 4, 12.5, window_from, window_to)
+    store.record_pull(task)
+    store.record_pull(PullStats(run_id, "Event", "rest", 10, 0, 0, 1, 0.4, None, window_to))
+    retried = PullStats(run_id, "Task", "bulk", 1001, 2, 1, 5, 13.0, window_from, window_to)
+    store.record_pull(retried)
+
+    stats = store.pull_stats(run_id)
+    assert [entry.sobject for entry in stats] == ["Event", "Task"]
+    assert stats[1] == retried
+    assert stats[1].watermark_from.tzinfo == UTC and stats[1].watermark_from == window_from
+    assert store.pull_stats(str(uuid4())) == []
+
+
+def test_record_pull_refuses_an_unknown_mode_or_run(store: StateStore, run_id: str) -> None:
+    with pytest.raises(StateError, match="pull mode"):
+        store.record_pull(PullStats(run_id, "Task", "soap", 1, 0, 0, 1, 1.0, None, None))  # type: ignore[arg-type]
+    with pytest.raises(StateError, match="record the pull of Task"):
+        store.record_pull(PullStats(str(uuid4()), "Task", "rest", 1, 0, 0, 1, 1.0, None, None))

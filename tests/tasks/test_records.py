@@ -1,0 +1,112 @@
+"""Typing pages and screening broken records (pure functions, no server)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from connectors.salesforce.streams import Stream
+from tasks.records import (
+    arrow_schema,
+    csv_page_to_text_table,
+    rest_records_to_text_table,
+    screen,
+    split_conflicting_duplicates,
+    typed_table,
+)
+
+STREAM = Stream("Task", ("OwnerId", "IsClosed", "ActivityDate", "CallDurationInSeconds", "CreatedDate"),
+                feeds="test")
+TYPES = {"Id": "id", "OwnerId": "reference", "IsClosed": "boolean", "ActivityDate": "date",
+         "CallDurationInSeconds": "int", "CreatedDate": "datetime", "SystemModstamp": "datetime"}
+COLUMNS = STREAM.columns
+CSV = (
+    '"Id","OwnerId","IsClosed","ActivityDate","CallDurationInSeconds","CreatedDate","SystemModstamp"\n'
+    '"00T1","005A","true","2026-10-01","60","2026-10-01T10:00:00.000Z","2026-10-01T10:00:00.000Z"\n'
+    '"00T2","","false","","","2026-10-02T10:00:00.000Z","2026-10-02T10:00:00.000Z"\n'
+    '"00T3","005X","false","not a date","","2026-10-03T10:00:00.000Z","2026-10-03T10:00:00.000Z"\n'
+)
+
+
+def _typed(csv_text: str = CSV) -> tuple[pa.Table, pa.Array, pa.Table]:
+    text = csv_page_to_text_table(csv_text, COLUMNS)
+    typed, unparsable = typed_table(text, arrow_schema(STREAM, TYPES))
+    return typed, unparsable, text
+
+
+def test_csv_pages_become_typed_tables_with_nulls_for_empty_cells() -> None:
+    typed, unparsable, _ = _typed()
+    assert typed.schema.field("IsClosed").type == pa.bool_()
+    assert typed.schema.field("CreatedDate").type == pa.timestamp("ms", tz="UTC")
+    assert typed.column("IsClosed").to_pylist() == [True, False, False]
+    assert typed.column("OwnerId").to_pylist()[1] is None
+    assert typed.column("CallDurationInSeconds").to_pylist() == [60, None, None]
+    assert typed.column("CreatedDate")[0].as_py() == datetime(2026, 10, 1, 10, tzinfo=timezone.utc)
+    assert unparsable.to_pylist() == [False, False, True]
+
+
+def test_rest_records_and_csv_give_the_same_table() -> None:
+    records = [{"Id": "00T1", "OwnerId": "005A", "IsClosed": True, "ActivityDate": "2026-10-01",
+                "CallDurationInSeconds": 60, "CreatedDate": "2026-10-01T10:00:00.000+0000",
+                "SystemModstamp": "2026-10-01T10:00:00.000+0000"}]
+    from_rest, _ = typed_table(rest_records_to_text_table(records, COLUMNS), arrow_schema(STREAM, TYPES))
+    from_csv, _, _ = _typed(CSV.split("\n")[0] + "\n" + CSV.split("\n")[1] + "\n")
+    assert from_rest.equals(from_csv)
+
+
+def test_broken_records_are_rejected_with_reasons_and_raw_values() -> None:
+    typed, unparsable, text = _typed()
+    clean, rejected = screen(typed, unparsable, STREAM, {"005A"}, text)
+    assert clean.column("Id").to_pylist() == ["00T1"]
+    reasons = {item.record_id: item.reason for item in rejected}
+    assert reasons["00T2"] == "no OwnerId"
+    assert "a date or number does not parse" in reasons["00T3"] and "not a known user" in reasons["00T3"]
+    assert next(item for item in rejected if item.record_id == "00T3").raw["ActivityDate"] == "not a date"
+
+
+def test_unknown_users_are_not_checked_when_no_users_are_known() -> None:
+    typed, unparsable, text = _typed()
+    clean, rejected = screen(typed, unparsable, STREAM, None, text)
+    assert clean.column("Id").to_pylist() == ["00T1"]
+    assert {item.record_id for item in rejected} == {"00T2", "00T3"}
+
+
+def test_a_declared_field_missing_from_the_org_is_a_clear_error() -> None:
+    try:
+        arrow_schema(STREAM, {"Id": "id"})
+    except KeyError as error:
+        assert "has no field" in str(error) and "OwnerId" in str(error)
+    else:
+        raise AssertionError("expected KeyError")
+
+
+def _table(rows: list[tuple[str, str, str]]) -> pa.Table:
+    return pa.table({"Id": [row[0] for row in rows], "Status": [row[1] for row in rows],
+                     "SystemModstamp": pa.array([datetime.fromisoformat(row[2]) for row in rows],
+                                                pa.timestamp("ms", tz="UTC"))})
+
+
+def test_identical_duplicates_are_one_record() -> None:
+    clean, rejected = split_conflicting_duplicates(
+        _table([("a", "Open", "2026-10-01T00:00:00+00:00"), ("a", "Open", "2026-10-01T00:00:00+00:00")]),
+        "SystemModstamp")
+    assert clean.num_rows == 1 and rejected == []
+
+
+def test_a_duplicate_with_a_later_cursor_is_an_update() -> None:
+    clean, rejected = split_conflicting_duplicates(
+        _table([("a", "Open", "2026-10-02T00:00:00+00:00"), ("a", "Closed", "2026-10-01T00:00:00+00:00"),
+                ("b", "Open", "2026-10-01T00:00:00+00:00")]), "SystemModstamp")
+    assert sorted(zip(clean.column("Id").to_pylist(), clean.column("Status").to_pylist())) == [("a", "Open"),
+                                                                                               ("b", "Open")]
+    assert rejected == []
+
+
+def test_a_duplicate_with_different_content_and_the_same_cursor_is_rejected() -> None:
+    clean, rejected = split_conflicting_duplicates(
+        _table([("a", "Open", "2026-10-01T00:00:00+00:00"), ("a", "Closed", "2026-10-01T00:00:00+00:00"),
+                ("b", "Open", "2026-10-01T00:00:00+00:00")]), "SystemModstamp")
+    assert clean.column("Id").to_pylist() == ["b"]
+    assert {item.record_id for item in rejected} == {"a"} and len(rejected) == 2
+    assert "different content" in rejected[0].reason

@@ -26,7 +26,7 @@ class Stream:
     cursor: str = "SystemModstamp"
     # The field naming the user who did this (owner, creator, login user); None for reference data.
     user_field: str | None = "OwnerId"
-    # Whether deleted rows exist (IsDeleted): then deletions are pulled with queryAll and removed.
+    # Whether deleted rows are pulled (queryAll, IsDeleted = true, by SystemModstamp) and removed.
     soft_delete: bool = True
     # Reference data is pulled in full on the first run, whatever the history window.
     full_history: bool = False
@@ -62,14 +62,15 @@ STREAMS: tuple[Stream, ...] = (
     Stream("Quote", ("OwnerId", "Status", *_AUDIT), feeds="quotes prepared"),
     Stream("Contract", ("OwnerId", "Status", "ActivatedDate", *_AUDIT), feeds="contracts"),
     Stream("Contact", ("OwnerId", *_AUDIT), feeds="contacts created"),
+    # History rows have no SystemModstamp and leave only with their parent record: no deletions to pull.
     Stream("ContactHistory", ("ContactId", "Field", *_AUDIT), feeds="contacts updated", cursor="CreatedDate",
-           user_field="CreatedById"),
+           user_field="CreatedById", soft_delete=False),
     # Service activity.
     Stream("Case", ("OwnerId", "Status", "IsClosed", "ClosedDate", "IsEscalated", "Origin", *_AUDIT),
            feeds="cases closed and escalated"),
     Stream("CaseComment", ("ParentId", "IsPublished", *_AUDIT), feeds="case comments", user_field="CreatedById"),
     Stream("CaseHistory", ("CaseId", "Field", "OldValue", "NewValue", *_AUDIT), feeds="case reassignments",
-           cursor="CreatedDate", user_field="CreatedById"),
+           cursor="CreatedDate", user_field="CreatedById", soft_delete=False),
     Stream("KnowledgeArticleVersion", ("KnowledgeArticleId", "PublishStatus", "VersionNumber", *_AUDIT),
            feeds="knowledge articles written", user_field="CreatedById",
            required_filter="PublishStatus IN ('Online', 'Draft', 'Archived')", soft_delete=False),

@@ -73,6 +73,7 @@ def test_first_pull_equals_the_sandbox(fresh_sandbox: RunningSandbox, tmp_path: 
     assert str(tasks["SystemModstamp"].dtype).startswith("datetime64") and tasks["IsClosed"].dtype == bool
     run = StateStore(settings.state_url).runs(limit=1)[0]
     assert run.status == "succeeded" and run.api_calls == report.api_calls
+    assert _pull(settings).rows == 0  # and an incremental pull of every stream finds nothing new
 
 
 def test_rest_and_bulk_stage_the_same_rows(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:

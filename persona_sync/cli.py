@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Optional
 
@@ -27,8 +28,19 @@ console = Console()
 
 
 @app.callback()
-def main() -> None:
+def main(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")] = False) -> None:
     """persona-sync."""
+    _configure_logging(logging.WARNING if quiet else logging.INFO)
+
+
+def _configure_logging(level: int) -> None:
+    """Our own loggers at `level` (other libraries at WARNING), through rich so they sit well with progress bars."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
+    for name in ("persona_sync", "connectors", "tasks", "flows"):
+        logging.getLogger(name).setLevel(level)
 
 
 @app.command()

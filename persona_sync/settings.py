@@ -68,12 +68,12 @@ class Settings(BaseSettings):
     staging_dir: Path | None = Field(None, description="Where pulled records are staged (Parquet). Unset: <home>/staging.")
     pull_mode: Literal["auto", "rest", "bulk"] = Field(
         "auto", description="auto picks REST or Bulk API 2.0 per object from its expected row count.")
-    pull_bulk_threshold: int = Field(10_000, description="In auto mode, objects with at least this many rows to "
+    pull_bulk_threshold: int = Field(2_000, description="In auto mode, objects with at least this many rows to "
                                      "pull use Bulk API 2.0.")
     pull_overlap_minutes: float = Field(10, description="Each incremental pull starts this long before the watermark, "
                                         "so rows committed late are not missed.")
     pull_history_days: int = Field(180, description="How much history a first pull (or --full-refresh) fetches.")
-    pull_workers: int = Field(2, description="Objects pulled at the same time.")
+    pull_workers: int = Field(3, description="Objects pulled at the same time (downloads overlap).")
     pull_bulk_page_rows: int = Field(100_000, description="Rows per Bulk API 2.0 results page (maxRecords).")
     api_reserve: int = Field(1_000, description="Refuse to start a run when fewer daily API requests than this remain.")
 

@@ -12,6 +12,7 @@ import typer
 
 from sandbox.runner import RunningSandbox, SandboxConfig, SandboxError, prepare_org, serve
 from sandbox.server.faults import FaultSettings
+from sandbox.export_loader import ExportError
 from sandbox.store import StoreError
 
 app = typer.Typer(help="Run the local Salesforce-compatible HTTPS sandbox and its synthetic org.",
@@ -94,7 +95,7 @@ def start(
 
     try:
         serve(config, on_ready=ready)
-    except (SandboxError, StoreError) as error:
+    except (SandboxError, StoreError, ExportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
 

@@ -44,6 +44,7 @@ from sandbox.server.result_sets import ResultSets
 from sandbox.server.sessions import ApiUsage, SessionRegistry
 from sandbox.store import OrgStore, StoreError
 from sandbox.tls import ensure_tls_files
+from sandbox.values import format_datetime
 
 
 class SandboxError(RuntimeError):
@@ -135,7 +136,9 @@ def prepare_org(config: SandboxConfig) -> OrgStore:
         from sandbox.export_loader import load_export
 
         load_export(config.from_export, path, settings={"preset": "export"})
-        return OrgStore.open(path)
+        store = OrgStore.open(path)
+        _ensure_api_identity(store, config.credentials)
+        return store
     from sandbox.generate import GenerationOptions, generate_org
 
     as_of = config.as_of or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
@@ -148,6 +151,34 @@ def prepare_org(config: SandboxConfig) -> OrgStore:
     store.close()
     os.replace(temporary, path)  # an interrupted generation never leaves a half-made org behind
     return OrgStore.open(path)
+
+
+def _ensure_api_identity(store: OrgStore, credentials: Credentials) -> None:
+    """Gives an org loaded from an export what the API needs to log in: an Organization and an integration user.
+
+    A real org has both; an export often carries neither (Data Loader exports records, not the org).
+    What is added is marked in the org settings, so it is never mistaken for exported data.
+    """
+    now = format_datetime(datetime.now(timezone.utc))
+    with store.transaction() as db:
+        if not store.setting("organization_id"):
+            row = db.execute('SELECT Id FROM "Organization" LIMIT 1').fetchone()
+            organization_id = row[0] if row else store.new_ids("00D", 1, db)[0]
+            if row is None:
+                store.insert_rows("Organization", ["Id", "Name", "IsSandbox", "OrganizationType", "CreatedDate",
+                                                   "LastModifiedDate", "SystemModstamp"],
+                                  [[organization_id, "Exported Org", 1, "Enterprise Edition", now, now, now]], db)
+            store.set_setting("organization_id", organization_id)
+        if not store.setting("integration_user_id"):
+            profile = db.execute('SELECT Id FROM "Profile" LIMIT 1').fetchone()
+            user_id = store.new_ids("005", 1, db)[0]
+            store.insert_rows("User", ["Id", "Username", "FirstName", "LastName", "Name", "Email", "IsActive",
+                                       "UserType", "ProfileId", "CreatedDate", "LastModifiedDate", "SystemModstamp"],
+                              [[user_id, credentials.username, "Integration", "User", "Integration User",
+                                credentials.username, 1, "Standard", profile[0] if profile else None, now, now, now]],
+                              db)
+            store.set_setting("integration_user_id", user_id)
+            store.set_setting("integration_user_added", "true")
 
 
 def _check_same_org(store: OrgStore, config: SandboxConfig) -> None:
@@ -201,8 +232,8 @@ def build_state(config: SandboxConfig) -> SandboxState:
     integration_user = store.setting("integration_user_id")
     organization = store.setting("organization_id")
     if not integration_user or not organization:
-        raise SandboxError(f"{config.org_path} names no integration user or organization; an export must include "
-                           "a User whose Username contains 'integration' and an Organization row")
+        raise SandboxError(f"{config.org_path} names no integration user or organization (integration_user_id, "
+                           "organization_id); regenerate it, or start again with --from-export")
     return SandboxState(
         store=store,
         results=ResultSets(config.data_dir / "results.db", config.org_path),

@@ -62,9 +62,9 @@ class PullOptions:
     """How to pull. Defaults suit a nightly run."""
 
     mode: PullMode = "auto"
-    # Above this many expected rows a stream is pulled with Bulk API 2.0 (Salesforce's own advice
-    # puts the break-even around 2,000 rows; a Bulk job has a fixed cost of a few calls and a poll).
-    bulk_threshold: int = 10_000
+    # From this many expected rows a stream is pulled with Bulk API 2.0 (Salesforce's own advice puts
+    # the break-even around 2,000 rows; a Bulk job costs a few calls and a poll, pulled in parallel).
+    bulk_threshold: int = 2_000
     # How far before the watermark each incremental pull starts again.
     overlap: timedelta = timedelta(minutes=10)
     # A first run (or a full refresh) pulls this much history.
@@ -74,7 +74,7 @@ class PullOptions:
     # REST pages (2,000 rows) are gathered into staging parts of about this many rows.
     rest_part_rows: int = 50_000
     # Streams pulled at the same time (after the reference data, which goes first).
-    workers: int = 2
+    workers: int = 3
     # Wait between polls of a Bulk job.
     bulk_poll_seconds: float = 0.5
 

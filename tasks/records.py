@@ -140,12 +140,11 @@ def screen(table: pa.Table, unparsable: pa.Array, stream: Stream, known_users: s
         rejected_mask = pc.or_(rejected_mask, pc.fill_null(mask, False))
     if not pc.any(rejected_mask).as_py():
         return table, []
-    rejected: list[Rejected] = []
     raw_rows = text.filter(rejected_mask).to_pylist()
-    row_reasons = [[reason for mask, reason in reasons if pc.fill_null(mask, False)[index].as_py()]
-                   for index in pc.indices_nonzero(rejected_mask).to_pylist()]
-    for raw, why in zip(raw_rows, row_reasons):
-        rejected.append(Rejected(raw.get("Id"), "; ".join(why), raw))
+    # Each reason's mask, restricted to the rejected rows: one Arrow filter per reason, not per row.
+    flags = [(pc.fill_null(mask, False).filter(rejected_mask).to_pylist(), reason) for mask, reason in reasons]
+    rejected = [Rejected(raw.get("Id"), "; ".join(reason for flagged, reason in flags if flagged[position]), raw)
+                for position, raw in enumerate(raw_rows)]
     return table.filter(pc.invert(rejected_mask)), rejected
 
 

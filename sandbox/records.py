@@ -71,21 +71,17 @@ class RecordWriter:
                 prepared.append((sobject, values))
             except ValueProblem as problem:
                 prepared.append(RecordResult.failure(None, problem.status_code, problem.message, [problem.field_name]))
-        if all_or_none and any(isinstance(item, RecordResult) for item in prepared):
-            return _rolled_back(prepared)
         with self.store.transaction() as db:
-            results = []
-            for item in prepared:
-                if isinstance(item, RecordResult):
-                    results.append(item)
-                    continue
+
+            def insert(item: tuple[SObjectSchema, dict[str, object]]) -> RecordResult:
                 sobject, values = item
                 record_id = self.store.new_ids(sobject.key_prefix, 1, db)[0]
                 row = self._complete_new(sobject, values, record_id, acting_user, now, db)
                 columns = list(row)
                 self.store.insert_rows(sobject.name, columns, [[row[column] for column in columns]], db)
-                results.append(RecordResult(record_id, True, created=True))
-        return results
+                return RecordResult(record_id, True, created=True)
+
+            return _apply(prepared, all_or_none, insert)
 
     # --- update ---------------------------------------------------------------------------------
 
@@ -99,23 +95,17 @@ class RecordWriter:
                     outcomes.append(RecordResult.failure(None, "INVALID_TYPE_FOR_OPERATION", "entity type cannot be updated"))
                 else:
                     outcomes.append(self._prepare_update(sobject, record, convert, db))
-            if all_or_none and any(isinstance(item, RecordResult) for item in outcomes):
-                return _rolled_back(outcomes)  # nothing was written yet
-            results = []
-            for item in outcomes:
-                if isinstance(item, RecordResult):
-                    results.append(item)
-                    continue
+
+            def write(item: tuple[SObjectSchema, str, dict[str, object]]) -> RecordResult:
                 sobject, record_id, values = item
                 values = self._derive(sobject, values, db, record_id, now)
-                values["LastModifiedById"] = acting_user
-                values["LastModifiedDate"] = now
-                values["SystemModstamp"] = now
+                values |= {"LastModifiedById": acting_user, "LastModifiedDate": now, "SystemModstamp": now}
                 values = {name: value for name, value in values.items() if sobject.field(name) is not None}
                 assignments = ", ".join(f"{quote(name)} = ?" for name in values)
                 db.execute(f"UPDATE {quote(sobject.name)} SET {assignments} WHERE Id = ?", [*values.values(), record_id])
-                results.append(RecordResult(record_id, True))
-        return results
+                return RecordResult(record_id, True)
+
+            return _apply(outcomes, all_or_none, write)
 
     def _prepare_update(self, sobject: SObjectSchema, record: Mapping[str, object], convert: Converter,
                         db: sqlite3.Connection) -> tuple[SObjectSchema, str, dict[str, object]] | RecordResult:
@@ -166,19 +156,15 @@ class RecordWriter:
                     outcomes.append(RecordResult.failure(record_id, "ENTITY_IS_DELETED", "entity is deleted"))
                 else:
                     outcomes.append((sobject, record_id))
-            if all_or_none and any(isinstance(item, RecordResult) for item in outcomes):
-                return _rolled_back(outcomes)
-            results = []
-            for item in outcomes:
-                if isinstance(item, RecordResult):
-                    results.append(item)
-                    continue
+
+            def soft_delete(item: tuple[SObjectSchema, str]) -> RecordResult:
                 sobject, record_id = item
                 db.execute(
                     f"UPDATE {quote(sobject.name)} SET IsDeleted = 1, LastModifiedById = ?, LastModifiedDate = ?, "
                     f"SystemModstamp = ? WHERE Id = ?", (acting_user, now, now, record_id))
-                results.append(RecordResult(record_id, True))
-        return results
+                return RecordResult(record_id, True)
+
+            return _apply(outcomes, all_or_none, soft_delete)
 
     # --- shared steps -----------------------------------------------------------------------------
 
@@ -263,6 +249,13 @@ def _find(db: sqlite3.Connection, sobject: SObjectSchema, record_id: str) -> boo
     deleted = "IsDeleted" if sobject.has_soft_delete else "0"
     row = db.execute(f"SELECT {deleted} FROM {quote(sobject.name)} WHERE Id = ?", (record_id,)).fetchone()
     return None if row is None else bool(row[0])
+
+
+def _apply(outcomes: Sequence, all_or_none: bool, write: Callable) -> list[RecordResult]:
+    """Writes each valid outcome (failures stay as they are), or with `all_or_none` and any failure, none."""
+    if all_or_none and any(isinstance(item, RecordResult) for item in outcomes):
+        return _rolled_back(outcomes)  # nothing was written yet
+    return [item if isinstance(item, RecordResult) else write(item) for item in outcomes]
 
 
 def _rolled_back(outcomes: Sequence[object]) -> list[RecordResult]:

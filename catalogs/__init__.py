@@ -1,0 +1,1 @@
+"""The persona catalogs persona-sync ships (YAML)."""

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import Insert, delete, select
+import pandas as pd
+from sqlalchemy import Insert, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.state.errors import StateError
 from connectors.state.records import PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
-from connectors.state.tables import PullStatsRow, QuarantineRow, RunRow, WatermarkRow, as_utc
+from connectors.state.tables import AssignmentRow, PullStatsRow, QuarantineRow, RunRow, WatermarkRow, as_utc
 
 RUNNING = "running"
 PULL_MODES = ("rest", "bulk")
@@ -228,6 +229,44 @@ class StateStore:
                               watermark_to=row.watermark_to)
                     for row in session.scalars(query)]
 
+    # --- assignments ---------------------------------------------------------------------------------------
+
+    def save_assignments(self, run_id: str, as_of: datetime, catalog_version: str, assignments: pd.DataFrame) -> int:
+        """Stores a run's assignments (index: user Id; columns persona, score, confidence, runner_up,
+        runner_up_score, reason). Saving the same run again replaces its rows, so a rerun converges."""
+        as_of = as_utc(as_of, "the as-of of assignments")
+        rows = [
+            {"run_id": run_id, "user_id": user_id, "persona": row.persona, "score": float(row.score),
+             "confidence": float(row.confidence), "runner_up": _optional_text(row.runner_up),
+             "runner_up_score": None if pd.isna(row.runner_up_score) else float(row.runner_up_score),
+             "reason": row.reason, "catalog_version": catalog_version, "as_of": as_of}
+            for user_id, row in zip(assignments.index, assignments.itertuples(index=False))
+        ]
+        with self._transaction(f"save the assignments of run {run_id}") as session:
+            session.execute(delete(AssignmentRow).where(AssignmentRow.run_id == run_id))
+            for start in range(0, len(rows), _CHUNK):
+                session.execute(insert(AssignmentRow), rows[start:start + _CHUNK])
+        return len(rows)
+
+    def assignments(self, run_id: str) -> pd.DataFrame:
+        """A run's assignments, indexed by user Id (empty when the run stored none)."""
+        query = select(AssignmentRow).where(AssignmentRow.run_id == run_id).order_by(AssignmentRow.user_id)
+        with self._sessions() as session:
+            return _assignment_frame(session.scalars(query))
+
+    def latest_assignments(self, *, before: datetime | None = None) -> pd.DataFrame:
+        """The assignments of the latest run that stored some (with an as-of before `before`, if given).
+
+        This is every user's current persona, which stability keeps unless a new one clearly wins.
+        """
+        query = select(AssignmentRow.run_id, AssignmentRow.as_of).join(RunRow, RunRow.id == AssignmentRow.run_id)
+        if before is not None:
+            query = query.where(AssignmentRow.as_of < as_utc(before, "before"))
+        query = query.order_by(AssignmentRow.as_of.desc(), RunRow.started_at.desc()).limit(1)
+        with self._sessions() as session:
+            latest = session.execute(query).first()
+        return self.assignments(latest.run_id) if latest else _assignment_frame([])
+
     # --- plumbing -----------------------------------------------------------------------------------------
 
     @contextmanager
@@ -279,6 +318,21 @@ def _dedupe_key(record: QuarantinedRecord) -> str:
         raw = json.dumps(record.raw, sort_keys=True, default=str)
         identity = "raw:" + hashlib.sha256(raw.encode()).hexdigest()
     return hashlib.sha256(json.dumps([record.sobject, identity, record.reason]).encode()).hexdigest()
+
+
+_ASSIGNMENT_COLUMNS = ["persona", "score", "confidence", "runner_up", "runner_up_score", "reason",
+                       "catalog_version", "as_of", "run_id"]
+
+
+def _assignment_frame(rows: Any) -> pd.DataFrame:
+    records = [{"user_id": row.user_id, **{column: getattr(row, column) for column in _ASSIGNMENT_COLUMNS}}
+               for row in rows]
+    frame = pd.DataFrame.from_records(records, columns=["user_id", *_ASSIGNMENT_COLUMNS])
+    return frame.set_index("user_id")
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
 def _run_record(row: RunRow) -> RunRecord:

@@ -130,3 +130,21 @@ class PullStatsRow(StateBase):
     watermark_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
     watermark_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AssignmentRow(StateBase):
+    """One user's persona as one run decided it: the persona, how sure, why, under which catalog and as-of."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (Index(None, "user_id", "as_of"),)
+
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(18), primary_key=True)
+    persona: Mapped[str] = mapped_column(String(80))
+    score: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    runner_up: Mapped[str | None] = mapped_column(String(80))
+    runner_up_score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(255))
+    catalog_version: Mapped[str] = mapped_column(String(64))
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

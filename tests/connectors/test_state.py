@@ -62,7 +62,7 @@ def test_ensure_schema_is_idempotent_and_reaches_head(state_url: str) -> None:
         store.ensure_schema()
         with store._engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
-    assert current == head_revision() == "0001"
+    assert current == head_revision()
 
 
 def test_migrations_at_head_match_the_models(store: StateStore) -> None:
@@ -246,3 +246,33 @@ def test_record_pull_refuses_an_unknown_mode_or_run(store: StateStore, run_id: s
         store.record_pull(PullStats(run_id, "Task", "soap", 1, 0, 0, 1, 1.0, None, None))  # type: ignore[arg-type]
     with pytest.raises(StateError, match="record the pull of Task"):
         store.record_pull(PullStats(str(uuid4()), "Task", "rest", 1, 0, 0, 1, 1.0, None, None))
+
+
+# --- assignments ---------------------------------------------------------------------------------------------
+
+def _assignments(personas: dict[str, str]) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame({"persona": list(personas.values()), "score": 0.9, "confidence": 0.5,
+                         "runner_up": "Expert Agent", "runner_up_score": 0.4,
+                         "reason": "Case Solver (0.90): 49 cases closed/30d (>= 20)"},
+                        index=pd.Index(list(personas), name="user_id"))
+
+
+def test_assignments_are_stored_per_run_and_saving_again_replaces_them(store: StateStore, run_id: str) -> None:
+    as_of = datetime(2026, 11, 1, tzinfo=UTC)
+    store.save_assignments(run_id, as_of, "1.0", _assignments({"005A": "Case Solver", "005B": "Deal Closer"}))
+    assert store.save_assignments(run_id, as_of, "1.0", _assignments({"005A": "Expert Agent"})) == 1
+    saved = store.assignments(run_id)
+    assert list(saved.index) == ["005A"] and saved.loc["005A", "persona"] == "Expert Agent"
+    assert saved.loc["005A", "catalog_version"] == "1.0" and saved.loc["005A", "as_of"] == as_of
+
+
+def test_latest_assignments_come_from_the_latest_as_of(store: StateStore) -> None:
+    earlier, later = store.start_run("nightly_sync", {}), store.start_run("nightly_sync", {})
+    store.save_assignments(later, datetime(2026, 11, 2, tzinfo=UTC), "1.0", _assignments({"005A": "Deal Closer"}))
+    store.save_assignments(earlier, datetime(2026, 11, 1, tzinfo=UTC), "1.0", _assignments({"005A": "Case Solver"}))
+    assert store.latest_assignments().loc["005A", "persona"] == "Deal Closer"
+    before = store.latest_assignments(before=datetime(2026, 11, 2, tzinfo=UTC))
+    assert before.loc["005A", "persona"] == "Case Solver"
+    assert store.latest_assignments(before=datetime(2026, 1, 1, tzinfo=UTC)).empty

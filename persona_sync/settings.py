@@ -66,6 +66,8 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the state database (watermarks, run ledger, quarantine). Unset: "
         "SQLite at <home>/state.db. PostgreSQL: postgresql+psycopg://user:password@host/db")
     staging_dir: Path | None = Field(None, description="Where pulled records are staged (Parquet). Unset: <home>/staging.")
+    staging_compact_after: int = Field(8, description="An object's staging is compacted into one file once it has "
+                                       "more parts than this (fewer files: faster reads for features).")
     pull_mode: Literal["auto", "rest", "bulk"] = Field(
         "auto", description="auto picks REST or Bulk API 2.0 per object from its expected row count.")
     pull_bulk_threshold: int = Field(2_000, description="In auto mode, objects with at least this many rows to "
@@ -76,6 +78,14 @@ class Settings(BaseSettings):
     pull_workers: int = Field(3, description="Objects pulled at the same time (downloads overlap).")
     pull_bulk_page_rows: int = Field(100_000, description="Rows per Bulk API 2.0 results page (maxRecords).")
     api_reserve: int = Field(1_000, description="Refuse to start a run when fewer daily API requests than this remain.")
+
+    # --- personas ----------------------------------------------------------------------------------
+    catalog_file: Path | None = Field(None, description="The persona catalog (YAML). Unset: the default catalog "
+                                      "of the 14 Salesforce personas shipped in catalogs/default.yaml.")
+    feature_window_days: int = Field(90, description="Days of activity behind each feature, ending at the as-of.")
+    feature_partitions: int = Field(4, description="User partitions features are computed in (units of work).")
+    stability_margin: float = Field(0.1, description="A user keeps their current persona unless another scores "
+                                    "this much higher.")
 
     # --- tests --------------------------------------------------------------------------------------
     test_postgres_url: str = Field(

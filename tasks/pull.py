@@ -110,6 +110,11 @@ class PullReport:
     def quarantined(self) -> int:
         return sum(result.quarantined for result in self.streams)
 
+    def counts(self) -> dict[str, int]:
+        """The counts the run ledger keeps."""
+        return {"rows": self.rows, "quarantined": self.quarantined,
+                "deleted": sum(result.deleted for result in self.streams)}
+
 
 def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams: list[Stream], *, run_id: str,
          now: datetime | None = None, options: PullOptions = PullOptions(),
@@ -369,6 +374,11 @@ class _DuplicateTracker:
 
 # --- a whole pull run, as the CLI and the flows start it -----------------------------------------------------
 
+def open_staging(settings: "Settings") -> Staging:
+    """The staging the settings name, with their compaction threshold."""
+    return Staging(settings.staging_path, compact_after=settings.staging_compact_after)
+
+
 def options_from_settings(settings: "Settings", *, full_refresh: bool = False, mode: PullMode | None = None) -> PullOptions:
     """The pull options the settings ask for (command-line choices on top)."""
     return PullOptions(mode=mode or settings.pull_mode, bulk_threshold=settings.pull_bulk_threshold,
@@ -379,25 +389,28 @@ def options_from_settings(settings: "Settings", *, full_refresh: bool = False, m
 
 
 def run_pull(settings: "Settings", streams: list[Stream], options: PullOptions, *,
-             on_rows: RowsCallback | None = None) -> PullReport:
-    """One recorded pull run: checks the API reserve, pulls, and writes the outcome to the run ledger.
+             on_rows: RowsCallback | None = None, run_id: str | None = None) -> PullReport:
+    """A recorded pull: checks the API reserve, pulls, and writes the outcome to the run ledger.
 
-    The ledger gets the run's parameters, its counts, the API calls it spent, and on failure the error.
+    With `run_id` the pull is part of a larger run (a flow) that records its own outcome; without it,
+    the pull is a run of its own: the ledger gets its parameters, counts, API calls and any error.
     """
     state = StateStore(settings.state_url)
     state.ensure_schema()
-    run_id = state.start_run("pull", {"streams": [stream.sobject for stream in streams],
-                                      "mode": options.mode, "full_refresh": options.full_refresh})
+    own_run = run_id is None
+    if run_id is None:
+        run_id = state.start_run("pull", {"streams": [stream.sobject for stream in streams],
+                                          "mode": options.mode, "full_refresh": options.full_refresh})
     client: SalesforceClient | None = None
     try:
         client = SalesforceClient(settings)
         client.check_api_reserve(settings.api_reserve)
-        report = pull(client, Staging(settings.staging_path), state, streams, run_id=run_id, options=options,
+        report = pull(client, open_staging(settings), state, streams, run_id=run_id, options=options,
                       on_rows=on_rows)
     except BaseException as error:
-        state.finish_run(run_id, "failed", api_calls=client.api_calls if client else 0, error=str(error))
+        if own_run:
+            state.finish_run(run_id, "failed", api_calls=client.api_calls if client else 0, error=str(error))
         raise
-    state.finish_run(run_id, "succeeded", api_calls=report.api_calls,
-                     counts={"rows": report.rows, "quarantined": report.quarantined,
-                             "deleted": sum(result.deleted for result in report.streams)})
+    if own_run:
+        state.finish_run(run_id, "succeeded", api_calls=report.api_calls, counts=report.counts())
     return report

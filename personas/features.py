@@ -1,0 +1,537 @@
+"""Behaviour features: per-user numbers over a window ending at an as-of time, declared in one place.
+
+`FEATURES` is the registry: every feature's name, unit, one-line meaning and source (object, filter,
+aggregation, the timestamp that places a row in the window). The rule catalog refers to features by
+these names; the source text is generated from the same declaration the computation runs, so the two
+cannot drift apart.
+
+The window: only activity with `as_of - days <= timestamp < as_of` counts, so a backfill for a past
+date never sees the future. Date fields (Opportunity.CloseDate, Lead.ConvertedDate) count as midnight
+UTC of their day. Rates are normalised per 30 days: `count * 30 / days`.
+
+Partitions: features are computed per partition of users, and a partition is a unit of work: a
+worker calls `compute_features(staging, window, user_ids=partition)` and gets exactly the rows the
+whole computation would give those users (`partition_users` splits by a stable hash of the Id).
+`compute_features_partitioned` does all partitions in one process and reads each object once for all
+of them. Either way the result is the same whatever the partitioning (tested).
+
+Memory stays bounded: objects are read one at a time, with only the columns their features need,
+filtered to the window in Arrow, and reduced at once to per-user counts (no row reaches pandas).
+
+Decisions the data forces (each also in the feature's meaning or source):
+- list_emails counts ListEmail records (one per bulk send, by OwnerId, CreatedDate), not the Tasks
+  with TaskSubtype 'ListEmail': Salesforce logs those per recipient, so they measure audience size.
+  `emails` counts TaskSubtype 'Email' only, so no send is counted twice.
+- meetings are dated by Event.StartDateTime: a meeting counts when it is held, not when it is booked
+  (a meeting booked for next week is not yet work done).
+- email_templates counts templates created in the window: the EmailTemplate stream does not pull
+  LastModifiedDate, so modifications cannot be placed in a window.
+- direct_reports uses the users' current IsActive (staging keeps no history of it), among users
+  created before as-of.
+- Owner-based features (cases_closed, opportunities_won, leads_converted, ...) use the current owner.
+- Logins: successful ones only (Status 'Success'); API when ApiType is set (not null, '' or 'N/A'),
+  whatever the LoginType; else mobile when Application or Platform names iOS or Android; else browser.
+  A 'Remote Access 2.0' login with neither (a desktop OAuth app) is therefore a browser login.
+- activity_total sums every activity rate, those that count a subset of another's rows included
+  (opportunities_won, leads_converted, cases_escalated): each is work of its own kind. The
+  `<name>_share` features divide by it, so they sum to 1 for anyone with activity.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.staging import Staging
+from persona_sync.errors import PersonaSyncError
+
+log = logging.getLogger(__name__)
+
+PER_30_DAYS = "per 30 days"
+SHARE = "share 0..1"
+PEOPLE = "people"
+UNITS = (PER_30_DAYS, SHARE, PEOPLE)
+
+# Carried alongside the features for explanations; never features themselves (titles lie).
+CONTEXT_COLUMNS: tuple[str, ...] = ("Name", "Title", "Department", "Profile", "UserRole", "IsActive")
+_USER_CONTEXT = ("Name", "Title", "Department", "ProfileId", "UserRoleId")  # staged User fields behind them
+
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_MOBILE = r"(?i)\b(ios|android|iphone|ipad)\b"
+_NO_API_TYPE = ("", "N/A")  # real orgs write 'N/A' in ApiType for interactive logins
+
+
+class FeatureError(PersonaSyncError):
+    """Features cannot be computed as asked (bad window, unknown users, nothing staged)."""
+
+
+# --- the window -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """The stretch of time features look at: `days` days ending at `as_of` (exclusive), in UTC."""
+
+    as_of: datetime
+    days: int = 90
+
+    def __post_init__(self) -> None:
+        if self.as_of.tzinfo is None or self.as_of.utcoffset() is None:
+            raise FeatureError(f"the feature window's as_of {self.as_of.isoformat()} has no time zone; "
+                               "pass it timezone-aware (UTC)")
+        if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
+            raise FeatureError(f"the feature window must be a whole number of days >= 1, not {self.days!r}")
+        object.__setattr__(self, "as_of", self.as_of.astimezone(timezone.utc))
+
+    @property
+    def start(self) -> datetime:
+        """The first instant that counts (inclusive)."""
+        return self.as_of - timedelta(days=self.days)
+
+    def contains(self, ts: datetime) -> bool:
+        """Whether an instant counts: start <= ts < as_of."""
+        return self.start <= ts < self.as_of
+
+    def mask(self, times: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+        """`contains` for a column of timestamps or dates (a date is midnight UTC); null is outside."""
+        if pa.types.is_null(times.type):
+            times = times.cast(_TIMESTAMP)
+        elif pa.types.is_date(times.type):
+            times = pc.cast(times, _TIMESTAMP)
+        start = pa.scalar(self.start, type=pa.timestamp("us", tz="UTC"))
+        end = pa.scalar(self.as_of, type=pa.timestamp("us", tz="UTC"))
+        inside = pc.and_(pc.greater_equal(times, start), pc.less(times, end))
+        return pc.fill_null(inside, False)
+
+
+# --- how a feature is measured ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Derived:
+    """A column computed from staged columns of one object, once per read (after the window filter)."""
+
+    name: str
+    columns: tuple[str, ...]
+    meaning: str
+    compute: Callable[[pa.Table], pa.ChunkedArray] = field(compare=False, repr=False)
+
+
+Column = str | Derived
+
+
+def _name(column: Column) -> str:
+    return column.name if isinstance(column, Derived) else column
+
+
+@dataclass(frozen=True)
+class Where:
+    """A row filter: how a person reads it, the columns it needs, and the Arrow mask it computes."""
+
+    text: str
+    columns: tuple[Column, ...]
+    mask: Callable[[pa.Table], pa.ChunkedArray] = field(compare=False, repr=False)
+
+
+def _column(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray:
+    """A column, typed as expected even when no staged file has it (it then reads as nulls)."""
+    column = table[name]
+    return column.cast(kind) if pa.types.is_null(column.type) else column
+
+
+def equals(column: Column, *values: str) -> Where:
+    """Rows whose `column` is one of `values`."""
+    name = _name(column)
+    text = f"{name} = {values[0]!r}" if len(values) == 1 else f"{name} in {list(values)!r}"
+    value_set = pa.array(values, type=pa.string())
+    return Where(text, (column,), lambda table: pc.is_in(_column(table, name, pa.string()), value_set=value_set))
+
+
+def not_equals(column: Column, value: str) -> Where:
+    """Rows whose `column` is set and is not `value`."""
+    name = _name(column)
+    return Where(f"{name} != {value!r}", (column,),
+                 lambda table: pc.not_equal(_column(table, name, pa.string()), value))
+
+
+def is_true(column: str) -> Where:
+    """Rows whose boolean `column` is true."""
+    return Where(column, (column,), lambda table: _column(table, column, pa.bool_()))
+
+
+def differs(column: str, other: str) -> Where:
+    """Rows whose two timestamp columns differ (a record modified after its creation)."""
+    return Where(f"{column} != {other}", (column, other),
+                 lambda table: pc.not_equal(_column(table, column, _TIMESTAMP), _column(table, other, _TIMESTAMP)))
+
+
+def login_channels(table: pa.Table) -> pa.ChunkedArray:
+    """Each LoginHistory row's channel: 'api', 'mobile' or 'browser' (see LOGIN_CHANNEL).
+
+    API first, whatever the LoginType: OAuth apps log in as 'Remote Access 2.0' like the mobile apps,
+    and only ApiType tells them apart. Real orgs write 'N/A' in ApiType for interactive logins.
+    """
+    api_type = _column(table, "ApiType", pa.string())
+    is_api = pc.and_(pc.is_valid(api_type), pc.invert(pc.is_in(api_type, value_set=pa.array(_NO_API_TYPE))))
+    is_mobile = pc.fill_null(pc.or_kleene(
+        pc.match_substring_regex(_column(table, "Application", pa.string()), _MOBILE),
+        pc.match_substring_regex(_column(table, "Platform", pa.string()), _MOBILE)), False)
+    return pc.if_else(is_api, "api", pc.if_else(is_mobile, "mobile", "browser"))
+
+
+LOGIN_CHANNEL = Derived(
+    "channel", ("ApiType", "Application", "Platform"),
+    "api when ApiType is set (not null, '' or 'N/A'), else mobile when Application or Platform names iOS or "
+    "Android (the Salesforce mobile apps), else browser", login_channels)
+
+
+@dataclass(frozen=True)
+class Count:
+    """Rows of one object, one activity each, for the user in column `user`, when `at` is in the window."""
+
+    sobject: str
+    user: str
+    at: str
+    where: tuple[Where, ...] = ()
+
+    @property
+    def derived(self) -> tuple[Derived, ...]:
+        """The derived columns the filters read."""
+        return tuple(dict.fromkeys(c for w in self.where for c in w.columns if isinstance(c, Derived)))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The staged columns to read (those the derived columns are computed from included)."""
+        staged = (c for w in self.where for c in w.columns if not isinstance(c, Derived))
+        return tuple(dict.fromkeys((self.user, self.at, *staged, *(c for d in self.derived for c in d.columns))))
+
+    def describe(self) -> str:
+        filters = f" where {' and '.join(w.text for w in self.where)}" if self.where else ""
+        derived = "".join(f" ({d.name}: {d.meaning})" for d in self.derived)
+        return f"{self.sobject} rows{filters}, counted for {self.user}, dated by {self.at}{derived}"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Rows counted per user (summed over `counts`), per 30 days of the window."""
+
+    counts: tuple[Count, ...]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """`part` / sum of `whole` (features of the same user); 0 when the whole is 0."""
+
+    part: str
+    whole: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Total:
+    """The sum of other features."""
+
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DirectReports:
+    """Active users, created before as-of, whose ManagerId is this user."""
+
+
+Measure = Rate | Ratio | Total | DirectReports
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One per-user number: its name (what catalogs cite), unit, one-line meaning and source."""
+
+    name: str
+    unit: str
+    meaning: str
+    source: str
+    # How it is computed; the source text above is generated from it.
+    measure: Measure | None = field(default=None, compare=False, repr=False)
+
+
+# --- the registry -----------------------------------------------------------------------------------
+
+def _rate(name: str, meaning: str, *counts: Count, note: str = "") -> Feature:
+    source = "; plus ".join(count.describe() for count in counts) + (f" ({note})" if note else "")
+    return Feature(name, PER_30_DAYS, meaning, source, Rate(counts))
+
+
+def _changed(sobject: str) -> tuple[Count, Count]:
+    """Records created in the window, plus records last modified in the window after their creation."""
+    return (Count(sobject, "CreatedById", "CreatedDate"),
+            Count(sobject, "LastModifiedById", "LastModifiedDate", (differs("LastModifiedDate", "CreatedDate"),)))
+
+
+_ACTIVITY: tuple[Feature, ...] = (
+    _rate("calls", "calls logged", Count("Task", "OwnerId", "CreatedDate", (equals("TaskSubtype", "Call"),))),
+    _rate("emails", "emails logged (one to one; list emails not included)",
+          Count("Task", "OwnerId", "CreatedDate", (equals("TaskSubtype", "Email"),))),
+    _rate("list_emails", "list (bulk) emails created, one per send whatever the audience",
+          Count("ListEmail", "OwnerId", "CreatedDate"),
+          note="Tasks with TaskSubtype 'ListEmail' are per recipient and not counted"),
+    _rate("meetings", "meetings held (by start time, not booking time)", Count("Event", "OwnerId", "StartDateTime")),
+    _rate("leads_created", "leads created", Count("Lead", "CreatedById", "CreatedDate")),
+    _rate("leads_converted", "own leads converted",
+          Count("Lead", "OwnerId", "ConvertedDate", (is_true("IsConverted"),))),
+    _rate("opportunities_created", "opportunities created", Count("Opportunity", "CreatedById", "CreatedDate")),
+    _rate("opportunities_won", "own opportunities won (closing in the window)",
+          Count("Opportunity", "OwnerId", "CloseDate", (is_true("IsWon"),))),
+    _rate("upsell_renewals", "own upgrade and replacement (renewal) opportunities opened",
+          Count("Opportunity", "OwnerId", "CreatedDate",
+                (equals("Type", "Existing Customer - Upgrade", "Existing Customer - Replacement"),))),
+    _rate("quotes", "quotes prepared", Count("Quote", "CreatedById", "CreatedDate")),
+    _rate("contracts", "contracts drawn up", Count("Contract", "CreatedById", "CreatedDate")),
+    _rate("contacts_created", "contacts created", Count("Contact", "CreatedById", "CreatedDate")),
+    _rate("contacts_updated", "contact field changes made",
+          Count("ContactHistory", "CreatedById", "CreatedDate", (not_equals("Field", "created"),))),
+    _rate("cases_closed", "own cases closed", Count("Case", "OwnerId", "ClosedDate", (is_true("IsClosed"),))),
+    _rate("cases_escalated", "own cases opened in the window that are escalated",
+          Count("Case", "OwnerId", "CreatedDate", (is_true("IsEscalated"),))),
+    _rate("case_comments", "case comments written", Count("CaseComment", "CreatedById", "CreatedDate")),
+    _rate("case_reassignments", "cases moved to another owner",
+          Count("CaseHistory", "CreatedById", "CreatedDate", (equals("Field", "Owner"),))),
+    _rate("articles_written", "knowledge article versions written",
+          Count("KnowledgeArticleVersion", "CreatedById", "CreatedDate")),
+    _rate("reports_changed", "reports created or modified (a report's latest modification only)",
+          *_changed("Report")),
+    _rate("dashboards_changed", "dashboards created or modified (a dashboard's latest modification only)",
+          *_changed("Dashboard")),
+    _rate("setup_changes", "setup changes (SetupAuditTrail rows of any action)",
+          Count("SetupAuditTrail", "CreatedById", "CreatedDate")),
+    _rate("users_created", "users created",
+          Count("SetupAuditTrail", "CreatedById", "CreatedDate", (equals("Action", "createduser"),))),
+    _rate("chatter_posts", "Chatter posts", Count("FeedItem", "CreatedById", "CreatedDate")),
+    _rate("campaigns", "campaigns created", Count("Campaign", "CreatedById", "CreatedDate")),
+    _rate("email_templates", "email templates created",
+          Count("EmailTemplate", "CreatedById", "CreatedDate"),
+          note="modifications are not counted: the stream pulls no LastModifiedDate"),
+)
+
+_CHANNELS = ("browser", "mobile", "api")
+_THROUGH = {"browser": "a web browser", "mobile": "the mobile apps", "api": "the API"}
+_LOGINS: tuple[Feature, ...] = tuple(
+    _rate(f"logins_{channel}", f"successful logins through {_THROUGH[channel]}",
+          Count("LoginHistory", "UserId", "LoginTime", (equals("Status", "Success"), equals(LOGIN_CHANNEL, channel))))
+    for channel in _CHANNELS
+)
+_LOGIN_NAMES = tuple(f"logins_{channel}" for channel in _CHANNELS)
+
+
+def _ratio(name: str, part: str, whole: tuple[str, ...], meaning: str) -> Feature:
+    whole_text = whole[0] if len(whole) == 1 else f"({' + '.join(whole)})"
+    return Feature(name, SHARE, meaning, f"{part} / {whole_text}, 0 when that is 0", Ratio(part, whole))
+
+
+_ACTIVITY_NAMES: tuple[str, ...] = tuple(feature.name for feature in _ACTIVITY)
+
+FEATURES: tuple[Feature, ...] = (
+    *_ACTIVITY,
+    *_LOGINS,
+    *(_ratio(f"login_share_{channel}", f"logins_{channel}", _LOGIN_NAMES,
+             f"share of successful logins through {_THROUGH[channel]}")
+      for channel in _CHANNELS),
+    Feature("direct_reports", PEOPLE, "active people who report to this user (their manager), at as-of",
+            "User rows with IsActive and CreatedDate before as-of, counted for ManagerId (current IsActive)",
+            DirectReports()),
+    Feature("activity_total", PER_30_DAYS, "all activity per 30 days (every activity rate, logins excluded)",
+            f"sum of {', '.join(_ACTIVITY_NAMES)}", Total(_ACTIVITY_NAMES)),
+    *(_ratio(f"{name}_share", name, ("activity_total",), f"share of all activity that is {name}")
+      for name in _ACTIVITY_NAMES),
+)
+FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
+# The activity rates that make up activity_total and have a `<name>_share`.
+ACTIVITY_FEATURES: tuple[str, ...] = _ACTIVITY_NAMES
+
+
+def feature_names() -> list[str]:
+    """Every feature's name, in the order of the columns `compute_features` returns."""
+    return list(FEATURE_NAMES)
+
+
+# --- computing --------------------------------------------------------------------------------------
+
+def compute_features(staging: Staging, window: Window, *, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every feature for every staged user (or the users in `user_ids`, a partition), over `window`.
+
+    The result is indexed by user Id (staging's order, sorted by Id, or the order of `user_ids`), with
+    one float column per feature in FEATURES order, then CONTEXT_COLUMNS. Users with no activity get
+    zeros. The rows of a partition are exactly those the whole computation gives the same users, so a
+    worker can compute one partition on its own. Raises FeatureError when no users are staged, or when
+    `user_ids` repeats an Id or names one that is not staged.
+    """
+    users = _staged_users(staging)
+    ids = _partition_ids(users, user_ids)
+    return _compute(staging, window, users, [ids])[0]
+
+
+def partition_users(user_ids: Sequence[str], partitions: int) -> list[list[str]]:
+    """`user_ids` split into `partitions` lists by a stable hash (CRC-32) of the Id.
+
+    A user lands in the same partition on every run and machine (for a given number of partitions);
+    each list keeps the order of `user_ids`; a partition may be empty.
+    """
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise FeatureError(f"the number of feature partitions must be a whole number >= 1, not {partitions!r}")
+    buckets: list[list[str]] = [[] for _ in range(partitions)]
+    for user_id in user_ids:
+        buckets[zlib.crc32(user_id.encode("utf-8")) % partitions].append(user_id)
+    return buckets
+
+
+def compute_features_partitioned(staging: Staging, window: Window, partitions: int) -> pd.DataFrame:
+    """`compute_features` for every staged user, done partition by partition, in one process.
+
+    Each object is read once and counted for every partition in turn; the per-partition frames are
+    concatenated in staging's user order, so the result is the same whatever `partitions` is. (Across
+    machines, call `compute_features(..., user_ids=partition)` per partition instead.)
+    """
+    users = _staged_users(staging)
+    ids = users["Id"].to_pylist()
+    parts = [part for part in partition_users(ids, partitions) if part]
+    frames = _compute(staging, window, users, parts)
+    return pd.concat(frames).reindex(pd.Index(ids, name="Id"))
+
+
+def _compute(staging: Staging, window: Window, users: pa.Table, partitions: list[list[str]]) -> list[pd.DataFrame]:
+    """One frame per partition; reads each object once for all partitions."""
+    value_sets = [pa.array(ids, type=pa.string()) for ids in partitions]
+    counts = _count_activity(staging, window, value_sets)
+    reports = _direct_reports(users, window, value_sets)
+    context = _context(staging, users)
+    return [_frame(ids, window, counts[i], reports[i], context) for i, ids in enumerate(value_sets)]
+
+
+def _staged_users(staging: Staging) -> pa.Table:
+    users = staging.read_arrow("User", ["Id", "ManagerId", "IsActive", "CreatedDate", *_USER_CONTEXT])
+    if users.num_rows == 0:
+        raise FeatureError(f"no users are staged under {staging.root}: run `persona-sync pull` first")
+    return users
+
+
+def _partition_ids(users: pa.Table, user_ids: Sequence[str] | None) -> list[str]:
+    if user_ids is None:
+        return users["Id"].to_pylist()
+    ids = list(user_ids)
+    repeated = pd.Index(ids)[pd.Index(ids).duplicated()].unique()
+    if len(repeated):
+        raise FeatureError(f"user_ids repeats {len(repeated)} Id(s), e.g. {list(repeated[:5])}; "
+                           "pass each user once (partition_users gives disjoint partitions)")
+    known = pc.is_in(pa.array(ids, type=pa.string()), value_set=users["Id"]).to_numpy(zero_copy_only=False)
+    if not known.all():
+        unknown = [user_id for user_id, found in zip(ids, known) if not found]
+        raise FeatureError(f"{len(unknown)} user Id(s) are not staged users, e.g. {unknown[:5]}; "
+                           "partition the Ids of the staged User object")
+    return ids
+
+
+def _counts_by_object() -> dict[str, list[tuple[str, Count]]]:
+    """Every Count of the registry, grouped by the object it reads (registry order)."""
+    grouped: dict[str, list[tuple[str, Count]]] = {}
+    for feature in FEATURES:
+        if isinstance(feature.measure, Rate):
+            for count in feature.measure.counts:
+                grouped.setdefault(count.sobject, []).append((feature.name, count))
+    return grouped
+
+
+def _count_activity(staging: Staging, window: Window, partitions: list[pa.Array]) -> list[dict[str, np.ndarray]]:
+    """Per partition, per Rate feature: the rows counted for each user of the partition (its order)."""
+    totals = [{feature.name: np.zeros(len(ids), dtype=np.int64) for feature in FEATURES
+               if isinstance(feature.measure, Rate)} for ids in partitions]
+    for sobject, counts in _counts_by_object().items():
+        columns = list(dict.fromkeys(column for _, count in counts for column in count.columns))
+        table = staging.read_arrow(sobject, columns)
+        if table.num_rows == 0:
+            log.info("features: nothing staged for %s; its features are 0", sobject)
+            continue
+        # Early: only rows some feature of this object dates inside the window.
+        in_window = None
+        for at in dict.fromkeys(count.at for _, count in counts):
+            mask = window.mask(table[at])
+            in_window = mask if in_window is None else pc.or_(in_window, mask)
+        table = table.filter(in_window)
+        for derived in dict.fromkeys(d for _, count in counts for d in count.derived):
+            table = table.append_column(derived.name, derived.compute(table))
+        for name, count in counts:
+            mask = window.mask(table[count.at])
+            for where in count.where:
+                mask = pc.and_(mask, pc.fill_null(where.mask(table), False))
+            actors = table[count.user].filter(mask)
+            for total, ids in zip(totals, partitions):
+                total[name] += _per_user(actors, ids)
+    return totals
+
+
+def _per_user(actors: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
+    """How many times each of `ids` occurs in `actors` (users outside `ids` are ignored)."""
+    position = pc.index_in(actors.cast(pa.string()), value_set=ids).drop_null()
+    return np.bincount(position.to_numpy(), minlength=len(ids))
+
+
+def _direct_reports(users: pa.Table, window: Window, partitions: list[pa.Array]) -> list[np.ndarray]:
+    created = _column(users, "CreatedDate", _TIMESTAMP)
+    before = pc.fill_null(pc.less(created, pa.scalar(window.as_of, type=pa.timestamp("us", tz="UTC"))), True)
+    counted = pc.and_(pc.fill_null(_column(users, "IsActive", pa.bool_()), False), before)
+    managers = users["ManagerId"].filter(counted)
+    return [_per_user(managers, ids) for ids in partitions]
+
+
+def _context(staging: Staging, users: pa.Table) -> pa.Table:
+    """CONTEXT_COLUMNS for every staged user (staging's order), profile and role by name."""
+    return pa.table({
+        "Id": users["Id"],
+        "Name": _column(users, "Name", pa.string()),
+        "Title": _column(users, "Title", pa.string()),
+        "Department": _column(users, "Department", pa.string()),
+        "Profile": _names(staging, "Profile", _column(users, "ProfileId", pa.string())),
+        "UserRole": _names(staging, "UserRole", _column(users, "UserRoleId", pa.string())),
+        "IsActive": pc.fill_null(_column(users, "IsActive", pa.bool_()), False),
+    })
+
+
+def _names(staging: Staging, sobject: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The Name of the `sobject` record each of `ids` points at (null when unknown)."""
+    named = staging.read_arrow(sobject, ["Id", "Name"])
+    return pc.take(_column(named, "Name", pa.string()), pc.index_in(ids, value_set=named["Id"]))
+
+
+def _frame(ids: pa.Array, window: Window, counts: dict[str, np.ndarray], reports: np.ndarray,
+           context: pa.Table) -> pd.DataFrame:
+    """One partition's features, in FEATURES order, then its users' context."""
+    values: dict[str, np.ndarray] = {}
+    for feature in FEATURES:
+        measure = feature.measure
+        if isinstance(measure, Rate):
+            values[feature.name] = counts[feature.name] * 30.0 / window.days
+        elif isinstance(measure, Total):
+            values[feature.name] = _sum(values[part] for part in measure.parts)
+        elif isinstance(measure, Ratio):
+            part, whole = values[measure.part], _sum(values[name] for name in measure.whole)
+            values[feature.name] = np.divide(part, whole, out=np.zeros(len(part)), where=whole > 0)
+        elif isinstance(measure, DirectReports):
+            values[feature.name] = reports.astype(np.float64)
+        else:
+            raise FeatureError(f"feature {feature.name} has no measure to compute it with")
+    rows = context.take(pc.index_in(ids, value_set=context["Id"])).drop_columns(["Id"]).to_pandas()
+    index = pd.Index(ids.to_pylist(), name="Id")
+    rows.index = index
+    return pd.concat([pd.DataFrame(values, index=index), rows[list(CONTEXT_COLUMNS)]], axis=1)
+
+
+def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    total: np.ndarray | None = None
+    for array in arrays:
+        total = array.copy() if total is None else total + array
+    if total is None:
+        raise FeatureError("a total of no features")
+    return total

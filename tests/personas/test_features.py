@@ -1,0 +1,394 @@
+"""Behaviour features: the registry, the window's edges, rates, shares, logins, partitions, a real org."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from connectors.salesforce.streams import streams_by_name
+from connectors.staging import Staging
+from personas.features import (ACTIVITY_FEATURES, CONTEXT_COLUMNS, FEATURE_NAMES, FEATURES, PER_30_DAYS, SHARE,
+                               UNITS, FeatureError, Window, compute_features, compute_features_partitioned,
+                               feature_names, login_channels, partition_users)
+from sandbox.runner import RunningSandbox
+from tasks.pull import options_from_settings, run_pull
+from tests.conftest import AS_OF, sandbox_settings
+
+# --- a tiny hand-made org -----------------------------------------------------------------------------
+
+MANAGER, REP, COLLEAGUE, LEAVER, NEWCOMER, IDLE = (f"005TINY0000000{tag}" for tag in ("MGR", "REP", "COL", "LVR",
+                                                                                   "NEW", "IDL"))
+TINY_AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+TINY = Window(TINY_AS_OF, days=60)  # rates per 30 days are half the counts
+INSIDE = TINY_AS_OF - timedelta(days=10)
+BEFORE = TINY.start - timedelta(days=1)
+AFTER = TINY_AS_OF + timedelta(days=1)
+_ids = (f"a{n:014d}" for n in itertools.count())
+
+
+def _stage(staging: Staging, sobject: str, rows: list[dict]) -> None:
+    """Writes `rows` (dicts of one record each) as one staged part of `sobject`, Ids made up."""
+    columns = sorted({key for row in rows for key in row})
+    table = pa.table({"Id": [row.get("Id") or next(_ids) for row in rows],
+                      **{name: [row.get(name) for row in rows] for name in columns if name != "Id"}})
+    staging.write_part(sobject, table)
+
+
+def _rows(n: int, **fields: object) -> list[dict]:
+    """`n` records with the same fields."""
+    return [dict(fields) for _ in range(n)]
+
+
+def _stage_users(staging: Staging) -> None:
+    user = {"Title": "Account Executive", "Department": "Sales", "ProfileId": "00eSALES", "UserRoleId": "00EREPS",
+            "IsActive": True, "CreatedDate": TINY_AS_OF - timedelta(days=400)}
+    _stage(staging, "User", [
+        {**user, "Id": MANAGER, "Name": "Mia Manager", "Title": "Sales Director"},
+        {**user, "Id": REP, "Name": "Rex Rep", "ManagerId": MANAGER},
+        {**user, "Id": COLLEAGUE, "Name": "Cole Colleague", "ManagerId": MANAGER},
+        {**user, "Id": LEAVER, "Name": "Lea Leaver", "ManagerId": MANAGER, "IsActive": False},
+        {**user, "Id": NEWCOMER, "Name": "Ned Newcomer", "ManagerId": MANAGER, "CreatedDate": TINY_AS_OF},
+        {**user, "Id": IDLE, "Name": "Ida Idle", "Title": "VP Everything", "ProfileId": "00eADMIN",
+         "UserRoleId": None},
+    ])
+    _stage(staging, "Profile", [{"Id": "00eSALES", "Name": "Sales User"}, {"Id": "00eADMIN", "Name": "System Admin"}])
+    _stage(staging, "UserRole", [{"Id": "00EREPS", "Name": "Sales Rep"}])
+
+
+def _stage_activity(staging: Staging) -> None:
+    """REP's activity, with decoys: rows outside the window, other users' rows, rows a filter excludes."""
+    task = {"OwnerId": REP, "CreatedById": REP, "CreatedDate": INSIDE}
+    _stage(staging, "Task", [
+        *_rows(6, **task, TaskSubtype="Call"),
+        *_rows(1, **task | {"CreatedDate": BEFORE}, TaskSubtype="Call"),
+        *_rows(1, **task | {"OwnerId": COLLEAGUE}, TaskSubtype="Call"),  # created by REP for COLLEAGUE
+        *_rows(4, **task, TaskSubtype="Email"),
+        *_rows(5, **task, TaskSubtype="ListEmail"),  # per recipient: not list_emails
+        *_rows(3, **task, TaskSubtype="Task"),
+    ])
+    _stage(staging, "ListEmail", _rows(2, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "Event", [
+        *_rows(2, OwnerId=REP, CreatedById=MANAGER, CreatedDate=BEFORE, StartDateTime=INSIDE),
+        *_rows(1, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE, StartDateTime=AFTER),
+    ])
+    _stage(staging, "Lead", [
+        *_rows(3, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE, IsConverted=False),
+        *_rows(1, OwnerId=COLLEAGUE, CreatedById=REP, CreatedDate=INSIDE, IsConverted=True,
+                   ConvertedDate=INSIDE.date()),
+        *_rows(2, OwnerId=REP, CreatedById=COLLEAGUE, CreatedDate=BEFORE, IsConverted=True,
+                   ConvertedDate=INSIDE.date()),
+        *_rows(1, OwnerId=REP, CreatedById=REP, CreatedDate=BEFORE, IsConverted=True,
+                   ConvertedDate=BEFORE.date()),
+    ])
+    opportunity = {"OwnerId": REP, "CreatedById": REP, "CreatedDate": INSIDE, "IsWon": False,
+                   "Type": "New Customer", "CloseDate": AFTER.date()}
+    _stage(staging, "Opportunity", [
+        *_rows(2, **opportunity),
+        *_rows(1, **opportunity | {"Type": "Existing Customer - Upgrade"}),
+        *_rows(1, **opportunity | {"Type": "Existing Customer - Replacement"}),
+        *_rows(1, **opportunity | {"Type": "Existing Customer - Downgrade"}),
+        *_rows(2, **opportunity | {"CreatedDate": BEFORE, "IsWon": True,
+                                                      "CloseDate": INSIDE.date()}),
+    ])
+    _stage(staging, "Quote", _rows(3, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "Contract", _rows(1, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "Contact", _rows(2, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "ContactHistory", [
+        *_rows(2, CreatedById=REP, CreatedDate=INSIDE, Field="created"),
+        *_rows(5, CreatedById=REP, CreatedDate=INSIDE, Field="Phone"),
+    ])
+    case = {"OwnerId": REP, "CreatedById": COLLEAGUE, "CreatedDate": INSIDE, "IsClosed": True,
+            "ClosedDate": INSIDE, "IsEscalated": False}
+    _stage(staging, "Case", [
+        *_rows(4, **case),
+        *_rows(1, **case | {"IsClosed": False, "ClosedDate": None, "IsEscalated": True}),
+        *_rows(2, **case | {"CreatedDate": BEFORE, "IsEscalated": True}),  # closed inside
+    ])
+    _stage(staging, "CaseComment", _rows(6, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "CaseHistory", [
+        *_rows(2, CreatedById=REP, CreatedDate=INSIDE, Field="Owner"),
+        *_rows(3, CreatedById=REP, CreatedDate=INSIDE, Field="Status"),
+    ])
+    _stage(staging, "KnowledgeArticleVersion",
+           _rows(1, CreatedById=REP, CreatedDate=INSIDE))
+    authored = {"CreatedById": REP, "CreatedDate": INSIDE, "LastModifiedById": REP, "LastModifiedDate": INSIDE}
+    _stage(staging, "Report", [
+        *_rows(1, **authored),  # created, never modified: once
+        *_rows(1, **authored | {"LastModifiedDate": INSIDE + timedelta(hours=1)}),  # created + modified
+        *_rows(1, **authored | {"CreatedById": MANAGER, "CreatedDate": BEFORE}),  # REP modified it
+        *_rows(1, **authored | {"CreatedDate": BEFORE - timedelta(days=9),
+                                              "LastModifiedDate": BEFORE}),  # all before the window
+    ])
+    _stage(staging, "Dashboard", _rows(1, **authored | {"CreatedById": MANAGER,
+                                                                          "CreatedDate": BEFORE}))
+    _stage(staging, "SetupAuditTrail", [
+        *_rows(1, CreatedById=REP, CreatedDate=INSIDE, Action="createduser"),
+        *_rows(2, CreatedById=REP, CreatedDate=INSIDE, Action="changedFlow"),
+    ])
+    _stage(staging, "FeedItem", _rows(4, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "Campaign", _rows(1, OwnerId=MANAGER, CreatedById=REP, CreatedDate=INSIDE))
+    _stage(staging, "EmailTemplate", _rows(2, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE))
+    login = {"UserId": REP, "LoginTime": INSIDE, "Status": "Success"}
+    _stage(staging, "LoginHistory", [
+        {**login, "LoginType": "Application", "Application": "Browser", "Platform": "Mac OSX"},
+        {**login, "LoginType": "Application", "Application": "Browser", "Platform": "Windows 11", "ApiType": "N/A"},
+        {**login, "LoginType": "Application", "Application": "Browser", "Platform": "Windows 11",
+         "Status": "Invalid Password"},
+        {**login, "LoginType": "Remote Access 2.0", "Application": "Salesforce for iOS", "Platform": "iOS"},
+        {**login, "LoginType": "Remote Access 2.0", "Application": "Salesforce for Android", "Platform": "Android"},
+        {**login, "LoginType": "Remote Access 2.0", "Application": "Salesforce for iOS", "Platform": "iOS",
+         "LoginTime": BEFORE},
+        {**login, "LoginType": "Remote Access 2.0", "Application": "Data Loader", "Platform": "Unknown",
+         "ApiType": "REST"},
+        {**login, "LoginType": "Other Apex API", "Application": "N/A", "Platform": "Unknown",
+         "ApiType": "SOAP Partner"},
+        {**login, "UserId": COLLEAGUE, "LoginType": "Application", "Application": "Browser", "Platform": "Mac OSX"},
+    ])
+
+
+# What REP did inside TINY, by feature (each decoy above must stay out of these counts).
+REP_COUNTS = {
+    "calls": 6, "emails": 4, "list_emails": 2, "meetings": 2, "leads_created": 4, "leads_converted": 2,
+    "opportunities_created": 5, "opportunities_won": 2, "upsell_renewals": 2, "quotes": 3, "contracts": 1,
+    "contacts_created": 2, "contacts_updated": 5, "cases_closed": 6, "cases_escalated": 1, "case_comments": 6,
+    "case_reassignments": 2, "articles_written": 1, "reports_changed": 4, "dashboards_changed": 1,
+    "setup_changes": 3, "users_created": 1, "chatter_posts": 4, "campaigns": 1, "email_templates": 2,
+    "logins_browser": 2, "logins_mobile": 2, "logins_api": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Staging:
+    staging = Staging(tmp_path_factory.mktemp("tiny-staging"))
+    _stage_users(staging)
+    _stage_activity(staging)
+    return staging
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tiny: Staging) -> pd.DataFrame:
+    return compute_features(tiny, TINY)
+
+
+# --- the registry ---------------------------------------------------------------------------------------
+
+# The names the persona catalog is written against.
+CATALOG_CONTRACT = (
+    "calls", "emails", "list_emails", "meetings", "leads_created", "leads_converted", "opportunities_created",
+    "opportunities_won", "upsell_renewals", "quotes", "contracts", "contacts_created", "contacts_updated",
+    "cases_closed", "cases_escalated", "case_comments", "case_reassignments", "articles_written", "reports_changed",
+    "dashboards_changed", "setup_changes", "users_created", "chatter_posts", "campaigns", "email_templates",
+    "logins_browser", "logins_mobile", "logins_api", "login_share_browser", "login_share_mobile", "login_share_api",
+    "direct_reports", "activity_total",
+)
+
+
+def test_registry_declares_every_feature_once_with_unit_meaning_and_source() -> None:
+    names = [feature.name for feature in FEATURES]
+    assert len(names) == len(set(names))
+    assert tuple(names) == FEATURE_NAMES == tuple(feature_names())
+    assert set(CATALOG_CONTRACT) <= set(names)
+    for feature in FEATURES:
+        assert feature.unit in UNITS, feature.name
+        assert feature.meaning.strip() and "\n" not in feature.meaning, feature.name
+        assert feature.source.strip(), feature.name
+        assert feature.measure is not None, feature.name
+
+
+def test_every_activity_feature_has_a_share_and_logins_are_not_activity() -> None:
+    units = {feature.name: feature.unit for feature in FEATURES}
+    assert set(ACTIVITY_FEATURES) == set(CATALOG_CONTRACT[:25])
+    for name in ACTIVITY_FEATURES:
+        assert units[name] == PER_30_DAYS and units[f"{name}_share"] == SHARE
+    assert not any(name.startswith("logins_") for name in ACTIVITY_FEATURES)
+    assert units["direct_reports"] == "people" and units["activity_total"] == PER_30_DAYS
+
+
+def test_sources_name_object_filter_and_timestamp() -> None:
+    source = {feature.name: feature.source for feature in FEATURES}
+    assert source["calls"] == "Task rows where TaskSubtype = 'Call', counted for OwnerId, dated by CreatedDate"
+    assert "CaseHistory" in source["case_reassignments"] and "Field = 'Owner'" in source["case_reassignments"]
+    assert "LastModifiedDate != CreatedDate" in source["reports_changed"]
+    assert "ApiType" in source["logins_api"] and "Status = 'Success'" in source["logins_api"]
+
+
+# --- the window -----------------------------------------------------------------------------------------
+
+def test_window_counts_its_start_and_stops_before_as_of() -> None:
+    window = Window(datetime(2026, 11, 1, 2, tzinfo=timezone(timedelta(hours=2))), days=30)
+    assert window.as_of == datetime(2026, 11, 1, tzinfo=timezone.utc)
+    assert window.start == datetime(2026, 10, 2, tzinfo=timezone.utc)
+    assert window.contains(window.start) and window.contains(window.as_of - timedelta(microseconds=1))
+    assert not window.contains(window.as_of) and not window.contains(window.start - timedelta(microseconds=1))
+
+
+def test_window_refuses_a_naive_as_of_or_no_days() -> None:
+    with pytest.raises(FeatureError, match="time zone"):
+        Window(datetime(2026, 11, 1))
+    with pytest.raises(FeatureError, match="days"):
+        Window(TINY_AS_OF, days=0)
+
+
+def test_activity_exactly_at_the_start_counts_and_exactly_at_as_of_does_not(tmp_path: Path) -> None:
+    staging = Staging(tmp_path)
+    _stage_users(staging)
+    window = Window(TINY_AS_OF, days=30)
+    millisecond = timedelta(milliseconds=1)
+    at = [window.start - millisecond, window.start, window.as_of - millisecond, window.as_of]
+    _stage(staging, "Task", [{"OwnerId": REP, "TaskSubtype": "Call", "CreatedDate": moment} for moment in at])
+    # Date fields count as midnight UTC of their day.
+    days = [window.start.date() - timedelta(days=1), window.start.date(), window.as_of.date()]
+    _stage(staging, "Opportunity", [{"OwnerId": REP, "IsWon": True, "CloseDate": day} for day in days])
+
+    features = compute_features(staging, window)
+
+    assert features.loc[REP, "calls"] == 2.0  # start and as_of - 1 ms
+    assert features.loc[REP, "opportunities_won"] == 1.0  # the start's day only
+
+
+def test_a_backfill_never_sees_later_activity(tiny: Staging, tiny_features: pd.DataFrame) -> None:
+    earlier = compute_features(tiny, Window(INSIDE, days=60))
+    assert earlier.loc[REP, "calls"] == 0.5  # only the call before TINY's start; INSIDE itself is as-of
+    assert tiny_features.loc[REP, "calls"] == 3.0
+
+
+# --- what each feature counts ---------------------------------------------------------------------------
+
+def test_each_activity_is_counted_per_30_days_of_the_window(tiny_features: pd.DataFrame) -> None:
+    rep = tiny_features.loc[REP]
+    assert {name: rep[name] for name in REP_COUNTS} == {name: count * 30 / 60 for name, count in REP_COUNTS.items()}
+    assert tiny_features.loc[COLLEAGUE, "calls"] == 0.5  # the call REP logged for COLLEAGUE is COLLEAGUE's
+    assert tiny_features.loc[COLLEAGUE, "leads_converted"] == 0.5
+    assert tiny_features.loc[MANAGER, "reports_changed"] == 0  # REP modified MANAGER's report later
+
+
+def test_rates_scale_with_the_window_length(tiny: Staging) -> None:
+    longer = compute_features(tiny, Window(TINY_AS_OF, days=90))
+    assert longer.loc[REP, "calls"] == pytest.approx(7 * 30 / 90)  # the decoy before TINY counts now
+
+
+def test_login_channels_are_api_then_mobile_then_browser() -> None:
+    table = pa.table({
+        "ApiType": [None, "N/A", None, None, "REST", "SOAP Partner", ""],
+        "Application": ["Browser", "Browser", "Salesforce for iOS", "Salesforce for Android", "Data Loader", "N/A",
+                        "Outlook Integration"],
+        "Platform": ["Mac OSX", "Windows 11", "iOS", "Android 14", "Unknown", "Unknown", "Windows 10"],
+    })
+    assert login_channels(table).to_pylist() == ["browser", "browser", "mobile", "mobile", "api", "api", "browser"]
+
+
+def test_logins_count_successes_by_channel_and_their_shares(tiny_features: pd.DataFrame) -> None:
+    rep = tiny_features.loc[REP]
+    assert (rep["logins_browser"], rep["logins_mobile"], rep["logins_api"]) == (1.0, 1.0, 1.0)
+    assert rep["login_share_browser"] == rep["login_share_mobile"] == rep["login_share_api"] == pytest.approx(1 / 3)
+    colleague = tiny_features.loc[COLLEAGUE]
+    assert (colleague["login_share_browser"], colleague["login_share_api"]) == (1.0, 0.0)
+    assert tiny_features.loc[IDLE, ["login_share_browser", "login_share_mobile", "login_share_api"]].sum() == 0
+
+
+def test_direct_reports_counts_only_active_reports_created_before_as_of(tiny_features: pd.DataFrame) -> None:
+    assert tiny_features.loc[MANAGER, "direct_reports"] == 2  # REP and COLLEAGUE; not LEAVER, not NEWCOMER
+    assert tiny_features.loc[REP, "direct_reports"] == 0
+
+
+def test_activity_total_and_mix_shares(tiny_features: pd.DataFrame) -> None:
+    rep = tiny_features.loc[REP]
+    activity = sum(count for name, count in REP_COUNTS.items() if not name.startswith("logins_"))
+    assert rep["activity_total"] == pytest.approx(activity / 2)
+    assert rep["calls_share"] == pytest.approx(6 / activity)
+    assert sum(rep[f"{name}_share"] for name in ACTIVITY_FEATURES) == pytest.approx(1.0)
+
+
+def test_a_user_without_activity_has_zeros_and_context(tiny_features: pd.DataFrame) -> None:
+    idle = tiny_features.loc[IDLE]
+    assert (idle[list(FEATURE_NAMES)] == 0).all()
+    assert (idle["Name"], idle["Title"], idle["Profile"], idle["IsActive"]) == ("Ida Idle", "VP Everything",
+                                                                                "System Admin", True)
+    assert pd.isna(idle["UserRole"])
+    assert tiny_features.loc[REP, "UserRole"] == "Sales Rep"
+
+
+def test_frame_has_every_user_features_in_registry_order_then_context(tiny_features: pd.DataFrame) -> None:
+    assert list(tiny_features.columns) == [*FEATURE_NAMES, *CONTEXT_COLUMNS]
+    assert sorted(tiny_features.index) == sorted([MANAGER, REP, COLLEAGUE, LEAVER, NEWCOMER, IDLE])
+    assert all(tiny_features[name].dtype == np.float64 for name in FEATURE_NAMES)
+
+
+# --- partitions -----------------------------------------------------------------------------------------
+
+def test_partition_users_is_deterministic_disjoint_and_complete() -> None:
+    ids = [f"005{n:015d}" for n in range(500)]
+    parts = partition_users(ids, 7)
+    assert parts == partition_users(list(ids), 7) and len(parts) == 7
+    assert sorted(itertools.chain.from_iterable(parts)) == ids
+    assert all(20 < len(part) < 120 for part in parts)
+    assert partition_users(ids, 1) == [ids]
+    with pytest.raises(FeatureError, match="partitions"):
+        partition_users(ids, 0)
+
+
+def test_a_partition_gets_exactly_its_rows_of_the_whole(tiny: Staging, tiny_features: pd.DataFrame) -> None:
+    part = compute_features(tiny, TINY, user_ids=[REP, MANAGER])
+    pd.testing.assert_frame_equal(part, tiny_features.loc[[REP, MANAGER]])
+    with pytest.raises(FeatureError, match="not staged"):
+        compute_features(tiny, TINY, user_ids=[REP, "005NOBODY"])
+    with pytest.raises(FeatureError, match="repeats"):
+        compute_features(tiny, TINY, user_ids=[REP, REP])
+
+
+def test_features_need_staged_users(tmp_path: Path) -> None:
+    with pytest.raises(FeatureError, match="no users are staged"):
+        compute_features(Staging(tmp_path), TINY)
+
+
+# --- the small sandbox org, pulled once -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_org(sandbox: RunningSandbox, tmp_path_factory: pytest.TempPathFactory) -> Staging:
+    settings = sandbox_settings(sandbox, home=tmp_path_factory.mktemp("features-pull"), pull_history_days=400,
+                                pull_bulk_threshold=5_000, pull_bulk_page_rows=4_000)
+    run_pull(settings, streams_by_name(None), options_from_settings(settings))
+    return Staging(settings.staging_path)
+
+
+@pytest.fixture(scope="module")
+def small_features(small_org: Staging) -> pd.DataFrame:
+    return compute_features(small_org, Window(AS_OF))
+
+
+def test_features_are_the_same_whatever_the_partitioning(small_org: Staging, small_features: pd.DataFrame) -> None:
+    window = Window(AS_OF)
+    for partitions in (1, 3, 7):
+        pd.testing.assert_frame_equal(compute_features_partitioned(small_org, window, partitions), small_features)
+    # Partitions computed independently, as separate workers would, add up to the same frame.
+    parts = partition_users(list(small_features.index), 3)
+    independent = pd.concat([compute_features(small_org, window, user_ids=part) for part in parts])
+    pd.testing.assert_frame_equal(independent.loc[small_features.index], small_features)
+
+
+def test_shares_are_fractions_that_add_up(small_features: pd.DataFrame) -> None:
+    shares = small_features[[feature.name for feature in FEATURES if feature.unit == SHARE]]
+    assert ((shares >= 0) & (shares <= 1)).all().all()
+    active = small_features["activity_total"] > 0
+    mix = small_features[[f"{name}_share" for name in ACTIVITY_FEATURES]].sum(axis=1)
+    assert np.allclose(mix[active], 1.0) and (mix[~active] == 0).all()
+    logins = small_features[["login_share_browser", "login_share_mobile", "login_share_api"]].sum(axis=1)
+    logged_in = small_features[["logins_browser", "logins_mobile", "logins_api"]].sum(axis=1) > 0
+    assert np.allclose(logins[logged_in], 1.0) and active.mean() > 0.8
+
+
+def test_features_tell_the_true_personas_apart(sandbox: RunningSandbox, small_features: pd.DataFrame) -> None:
+    truth = pd.read_csv(sandbox.truth_csv).set_index("Id")["persona"]
+    median = small_features.join(truth, how="inner").groupby("persona").median(numeric_only=True)
+    assert median.loc["Case Solver", "cases_closed"] > 3 * max(median.loc["Deal Closer", "cases_closed"], 1)
+    assert median.loc["Pipeline Builder", "leads_created"] > median.loc["Trusted Advisor", "leads_created"]
+    assert median["login_share_api"].idxmax() == "IT Services"
+    assert median["articles_written"].idxmax() == "Expert Agent"
+    assert median["case_reassignments"].idxmax() == "Team Leader"
+    assert median["email_templates"].idxmax() == "Designer / Developer"

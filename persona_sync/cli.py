@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -144,6 +146,150 @@ def pull(
         table.add_row(result.sobject, result.mode, f"{result.rows:,}", f"{result.deleted:,}",
                       f"{result.quarantined:,}", f"{result.seconds:.1f}")
     console.print(table)
+
+
+catalog_app = typer.Typer(help="Check persona catalogs.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("check")
+def catalog_check(path: Annotated[Path, typer.Argument(help="The catalog YAML file to check.")]) -> None:
+    """Validate a persona catalog: every problem with its file, line and field."""
+    from personas.catalog import CatalogError, load_catalog
+
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as error:
+        console.print(f"[red]{path}: the catalog has problems[/red]\n{error}", highlight=False)
+        raise typer.Exit(2) from error
+    console.print(f"{path}: OK\n{catalog.summary()}", highlight=False)
+
+
+@app.command()
+def run(
+    as_of: Annotated[Optional[datetime], typer.Option(
+        help="Compute personas as of this moment (UTC); activity after it is ignored. [default: now]")] = None,
+    full_refresh: Annotated[bool, typer.Option(help="Pull the whole history window again.")] = False,
+) -> None:
+    """Run the nightly sync once (pull -> features -> assign) as a Prefect flow against the configured org.
+
+    With no settings that is the local sandbox: the persona distribution and the evaluation against the
+    sandbox's truth are printed at the end.
+    """
+    settings = load_settings()
+    _use_local_prefect(settings)
+    from flows.nightly_sync import nightly_sync
+
+    moment = as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None
+    try:
+        summary = nightly_sync(as_of=moment, full_refresh=full_refresh)
+    except (PersonaSyncError, SandboxError, StoreError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    table = Table(title=f"Personas as of {summary.as_of:%Y-%m-%d %H:%M} UTC (catalog {summary.catalog_version}, "
+                        f"run {summary.run_id})")
+    table.add_column("persona")
+    table.add_column("users", justify="right")
+    for persona, users in sorted(summary.distribution.items(), key=lambda item: -item[1]):
+        table.add_row(persona, f"{users:,}")
+    console.print(table)
+    truth = settings.sandbox_data_dir / "truth" / "truth.csv"
+    if settings.uses_sandbox and truth.exists():
+        _print_evaluation(settings, summary.run_id, truth, None)
+
+
+@app.command()
+def explain(
+    user_id: Annotated[str, typer.Argument(help="The Salesforce User Id (15 or 18 characters).")],
+    run_id: Annotated[Optional[str], typer.Option("--run", help="The run whose features to use. [default: latest]")] = None,
+) -> None:
+    """Print every persona's score for one user, condition by condition, and why the user got theirs."""
+    import pandas as pd
+
+    from personas.rules import explain as explain_user
+    from tasks.personas import catalog_for, features_path
+
+    settings = load_settings()
+    state = _state(settings)
+    assignments = state.assignments(run_id) if run_id else state.latest_assignments()
+    if assignments.empty:
+        console.print("[red]error:[/red] no assignments yet: run `persona-sync run` first")
+        raise typer.Exit(2)
+    as_of = assignments["as_of"].iloc[0]
+    features = pd.read_parquet(features_path(settings, as_of))
+    key = _find_user(user_id, features.index)
+    if key is None:
+        console.print(f"[red]error:[/red] no user {user_id} in the features of {as_of:%Y-%m-%d %H:%M} UTC")
+        raise typer.Exit(2)
+    console.print(explain_user(key, features, catalog_for(settings)), highlight=False)
+    if key in assignments.index:
+        console.print(f"Assigned in run {assignments.loc[key, 'run_id']}: {assignments.loc[key, 'reason']}",
+                      highlight=False)
+
+
+@app.command()
+def evaluate(
+    truth: Annotated[Path, typer.Option(help="CSV with columns Id,persona: the true personas.", exists=True,
+                                        dir_okay=False)],
+    run_id: Annotated[Optional[str], typer.Option("--run", help="The run to evaluate. [default: latest]")] = None,
+    picture: Annotated[Optional[Path], typer.Option(
+        "--png", help="Where to save the confusion matrix. [default: <home>/evaluation-<run>.png]")] = None,
+) -> None:
+    """Compare a run's assignments with the truth: accuracy, macro F1, per-persona precision and recall,
+    confusion matrix (printed, and saved as a PNG)."""
+    settings = load_settings()
+    state = _state(settings)
+    assignments = state.assignments(run_id) if run_id else state.latest_assignments()
+    if assignments.empty:
+        console.print("[red]error:[/red] no assignments to evaluate: run `persona-sync run` first")
+        raise typer.Exit(2)
+    _print_evaluation(settings, str(assignments["run_id"].iloc[0]), truth, picture)
+
+
+def _print_evaluation(settings, run_id: str, truth_file: Path, picture: Path | None) -> None:
+    import pandas as pd
+
+    from personas.evaluation import evaluate as compare, save_confusion_png
+    from tasks.personas import catalog_for, features_path
+
+    state = _state(settings)
+    assignments = state.assignments(run_id)
+    features = pd.read_parquet(features_path(settings, assignments["as_of"].iloc[0]), columns=["IsActive"])
+    active = features.index[features["IsActive"].astype(bool)]
+    result = compare(assignments, pd.read_csv(truth_file), only=active, labels=catalog_for(settings).labels)
+    console.print(f"Evaluation of run {run_id} against {truth_file} (active users):", highlight=False)
+    console.print(result.table(), highlight=False)
+    path = save_confusion_png(result, picture or settings.home / f"evaluation-{run_id}.png")
+    console.print(f"Confusion matrix saved to {path}", highlight=False)
+
+
+def _state(settings):
+    from connectors.state import StateStore
+
+    state = StateStore(settings.state_url)
+    state.ensure_schema()
+    return state
+
+
+def _find_user(user_id: str, index) -> str | None:
+    """The index entry for a 15- or 18-character id."""
+    if user_id in index:
+        return user_id
+    matches = [candidate for candidate in index if str(candidate)[:15] == user_id[:15]]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _use_local_prefect(settings) -> None:
+    """Without a Prefect API configured, flows run on a temporary local Prefect server whose state
+    (runs, logs, artifacts) lives under <home>/prefect; telemetry stays off (no internet needed)."""
+    import os
+
+    home = (settings.home / "prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)  # Prefect creates its home, but not missing parents of it
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The first start creates its database; on a busy 2-core machine that can take longer than 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _show_org(sf) -> None:

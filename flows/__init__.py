@@ -1,0 +1,1 @@
+"""Prefect flows: what an operator runs (nightly sync; backfills and more as they come)."""

@@ -1,0 +1,77 @@
+"""The persona stages of a run: features from staging, then assignments from the catalog.
+
+Each stage is a plain function (testable without Prefect) that reads and writes through the
+connectors, and passes on a path or an id rather than a DataFrame: what crosses between Prefect tasks
+stays small, and each stage's output is on disk for the next run, `explain` and `evaluate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from connectors.state import StateStore
+from persona_sync.settings import Settings
+from personas.catalog import Catalog, load_catalog
+from personas.features import Window, compute_features_partitioned
+from personas.rules import assign
+from tasks.pull import open_staging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AssignmentSummary:
+    """What an assignment stage decided, for the run ledger, the Prefect UI and the command line."""
+
+    run_id: str
+    as_of: datetime
+    catalog_version: str
+    users: int
+    distribution: dict[str, int]  # persona label (or Unassigned) -> users
+    features_path: Path
+
+
+def catalog_for(settings: Settings) -> Catalog:
+    """The catalog the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship."""
+    from personas.catalog import default_catalog_path
+
+    return load_catalog(settings.catalog_file or default_catalog_path())
+
+
+def features_path(settings: Settings, as_of: datetime) -> Path:
+    """Where the features of one as-of are kept (one file per as-of: a rerun overwrites it)."""
+    return settings.home / "features" / f"features-{as_of.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"
+
+
+def compute_and_store_features(settings: Settings, as_of: datetime) -> Path:
+    """Per-user features over the window ending at `as_of`, from staging, written to Parquet."""
+    window = Window(as_of=as_of, days=settings.feature_window_days)
+    features = compute_features_partitioned(open_staging(settings), window, settings.feature_partitions)
+    path = features_path(settings, as_of)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    features.to_parquet(temporary)
+    temporary.replace(path)
+    log.info("features: %d users over %d days to %s", len(features), window.days, as_of.isoformat())
+    return path
+
+
+def assign_and_store(settings: Settings, features_file: Path, run_id: str, as_of: datetime) -> AssignmentSummary:
+    """Assigns every user a persona (stable against their current one) and stores it under `run_id`."""
+    catalog = catalog_for(settings)
+    features = pd.read_parquet(features_file)
+    state = StateStore(settings.state_url)
+    state.ensure_schema()
+    current = state.latest_assignments(before=as_of)
+    assignments = assign(features, catalog, current=current["persona"] if len(current) else None,
+                         stability_margin=settings.stability_margin)
+    state.save_assignments(run_id, as_of, catalog.version, assignments)
+    distribution = assignments["persona"].value_counts().sort_index().to_dict()
+    log.info("assign: %d users, catalog %s: %s", len(assignments), catalog.version, distribution)
+    return AssignmentSummary(run_id, as_of, catalog.version, len(assignments),
+                             {str(key): int(value) for key, value in distribution.items()}, features_file)

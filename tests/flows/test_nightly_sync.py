@@ -1,0 +1,62 @@
+"""The nightly_sync flow under Prefect, against a sandbox: one ledger run, stored assignments, repeatable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from connectors.state import StateStore
+from flows.nightly_sync import nightly_sync
+from persona_sync.settings import Settings
+from sandbox.runner import RunningSandbox
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def configured(fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The environment a nightly run reads: the sandbox as the org, a home of its own."""
+    for name, value in {"HOME": tmp_path, "SALESFORCE_LOGIN_URL": fresh_sandbox.url,
+                        "SALESFORCE_CA_BUNDLE": fresh_sandbox.ca_cert, "PULL_HISTORY_DAYS": 400,
+                        "SALESFORCE_BULK_POLL_SECONDS": 0}.items():
+        monkeypatch.setenv(f"PERSONA_SYNC_{name}", str(value))
+    return Settings(_env_file=None)
+
+
+def test_a_nightly_run_pulls_assigns_and_records_everything(configured: Settings) -> None:
+    as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    summary = nightly_sync(as_of=as_of)
+    state = StateStore(configured.state_url)
+    run = state.run(summary.run_id)
+    assert run.flow == "nightly_sync" and run.status == "succeeded" and run.api_calls > 0
+    assert run.counts["rows"] > 10_000 and run.counts["users"] == summary.users
+    assignments = state.assignments(summary.run_id)
+    assert len(assignments) == summary.users > 150
+    assert set(assignments["as_of"]) == {as_of} and set(assignments["catalog_version"]) == {summary.catalog_version}
+    assert (assignments["reason"].str.len() <= 255).all()
+    assert sum(summary.distribution.values()) == summary.users
+
+
+def test_the_same_as_of_gives_the_same_assignments(configured: Settings) -> None:
+    as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    first = nightly_sync(as_of=as_of)
+    second = nightly_sync(as_of=as_of)
+    state = StateStore(configured.state_url)
+    columns = ["persona", "score", "confidence", "reason"]
+    assert state.assignments(first.run_id)[columns].equals(state.assignments(second.run_id)[columns])
+
+
+def test_a_failing_run_is_marked_failed_in_the_ledger(configured: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", "https://localhost:9")
+    with pytest.raises(Exception, match="cannot reach https://localhost:9"):
+        nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    run = StateStore(configured.state_url).runs(limit=1)[0]
+    assert run.flow == "nightly_sync" and run.status == "failed" and "localhost:9" in run.error

@@ -1,0 +1,71 @@
+"""The persona commands: catalog check, explain, evaluate (stages run directly, without Prefect)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from connectors.salesforce.streams import streams_by_name
+from connectors.state import StateStore
+from persona_sync.cli import app
+from personas.catalog import default_catalog_path
+from sandbox.runner import RunningSandbox
+from tasks.personas import assign_and_store, compute_and_store_features
+from tasks.pull import options_from_settings, run_pull
+from tests.conftest import sandbox_settings
+
+runner = CliRunner()
+AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def test_catalog_check_accepts_the_default_catalog() -> None:
+    result = runner.invoke(app, ["catalog", "check", str(default_catalog_path())])
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output
+
+
+def test_catalog_check_names_file_line_and_field_of_a_mistake(tmp_path: Path) -> None:
+    broken = tmp_path / "catalog.yaml"
+    broken.write_text(default_catalog_path().read_text().replace("feature: direct_reports", "feature: direct_report", 1))
+    result = runner.invoke(app, ["catalog", "check", str(broken)])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "catalog.yaml" in text and "direct_report" in text and "direct_reports" in text
+
+
+@pytest.fixture
+def assigned(fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunningSandbox:
+    """A pulled, featured and assigned sandbox org, with the environment pointing at it."""
+    settings = sandbox_settings(fresh_sandbox, home=tmp_path, pull_history_days=400)
+    for name, value in {"HOME": tmp_path, "SALESFORCE_LOGIN_URL": fresh_sandbox.url,
+                        "SALESFORCE_CA_BUNDLE": fresh_sandbox.ca_cert}.items():
+        monkeypatch.setenv(f"PERSONA_SYNC_{name}", str(value))
+    state = StateStore(settings.state_url)
+    state.ensure_schema()
+    run_id = state.start_run("test", {})
+    run_pull(settings, streams_by_name(None), options_from_settings(settings), run_id=run_id)
+    assign_and_store(settings, compute_and_store_features(settings, AS_OF), run_id, AS_OF)
+    return fresh_sandbox
+
+
+def test_explain_prints_every_persona_for_a_user(assigned: RunningSandbox) -> None:
+    user_id = assigned.truth_csv.read_text().splitlines()[1].split(",")[0]
+    result = runner.invoke(app, ["explain", user_id[:15]])
+    assert result.exit_code == 0, result.output
+    assert "Case Solver" in result.output and "Deal Closer" in result.output and "Assigned in run" in result.output
+
+
+def test_explain_an_unknown_user_is_a_clear_error(assigned: RunningSandbox) -> None:
+    result = runner.invoke(app, ["explain", "005000000000000AAA"])
+    assert result.exit_code == 2 and "no user 005000000000000AAA" in result.output
+
+
+def test_evaluate_prints_metrics_and_saves_the_picture(assigned: RunningSandbox, tmp_path: Path) -> None:
+    picture = tmp_path / "confusion.png"
+    result = runner.invoke(app, ["evaluate", "--truth", str(assigned.truth_csv), "--png", str(picture)])
+    assert result.exit_code == 0, result.output
+    assert "macro F1" in result.output and "Confusion matrix" in result.output
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -67,6 +67,7 @@ from pydantic_core import PydanticCustomError
 from persona_sync.errors import PersonaSyncError
 
 Cloud = Literal["Sales", "Service", "Marketing"]
+UNASSIGNED = "Unassigned"  # what a user gets when no persona reaches its minimum; no persona may be called so
 Location = tuple[str | int, ...]  # a location inside the catalog document, e.g. ("personas", 3, "id")
 
 # The key under which load_catalog passes the known feature names to pydantic's validation context.
@@ -177,6 +178,14 @@ class Persona(_Strict):
     reference: str = Field(min_length=1, description="The behaviour in the persona research this rule encodes")
     min_score: float = Field(0.5, ge=0, le=1)
     rules: Rules
+
+    @field_validator("label")
+    @classmethod
+    def _not_reserved(cls, label: str) -> str:
+        if label.strip().lower() == UNASSIGNED.lower():
+            raise PydanticCustomError("reserved_label", "'{label}' is what users without a persona get; "
+                                      "choose another label", {"label": label})
+        return label
 
 
 class Catalog(_Strict):
@@ -428,4 +437,5 @@ def _suggest(name: str, candidates: Collection[str], what: str) -> str:
         else f"see the list of known {what}s"
 
 
-_ALL_FIELDS = frozenset(name for model in (Criterion, Condition, Rules, Persona, Catalog) for name in model.model_fields)
+_ALL_FIELDS = frozenset(name for model in (Criterion, Condition, Rules, Persona, Catalog)
+                        for name in model.model_fields)

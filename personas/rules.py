@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from persona_sync.errors import PersonaSyncError
-from personas.catalog import Catalog, Condition, Criterion, Persona
+from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
 from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio
 
-UNASSIGNED = "Unassigned"
+__all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "explain", "holds",
+           "score_personas", "subject_values"]
+
 REASON_MAX_CHARS = 255  # the Salesforce text field the reason is written to
 REASON_TOP_CONDITIONS = 3
 SCORE_DECIMALS = 6
@@ -195,9 +197,10 @@ def _reasons(features: pd.DataFrame, catalog: Catalog, result: pd.DataFrame, cho
         absence = np.array([condition.at_most is not None for condition in conditions])
         for row, user in enumerate(group):
             emphasis = np.where(absence, 0.5 if assigned[user] else 0.0, 1.0)
-            ranked = np.argsort(-contribution[row] * emphasis, kind="stable")[:REASON_TOP_CONDITIONS]
-            shown = [_describe(conditions[c], values[row, c], parts[row, c], credit[row, c]) for c in ranked
-                     if contribution[row, c] * emphasis[c] > 0]
+            ranked = [c for c in np.argsort(-contribution[row] * emphasis, kind="stable")
+                      if contribution[row, c] * emphasis[c] > 0]
+            shown = [_describe(conditions[c], values[row, c], parts[row, c], credit[row, c])
+                     for c in _distinct_subjects(conditions, ranked)[:REASON_TOP_CONDITIONS]]
             if not assigned[user]:
                 head = (f"{UNASSIGNED}: no persona reaches its minimum; closest {persona.label} {score[user]:.2f} "
                         f"(needs {persona.min_score:.2f})")
@@ -209,6 +212,21 @@ def _reasons(features: pd.DataFrame, catalog: Catalog, result: pd.DataFrame, cho
                 if assigned[user] and runner_up[user] is not None else ""
             reasons[user] = _fit(head, shown, runner)
     return reasons
+
+
+def _distinct_subjects(conditions: list[Condition], ranked: list[int]) -> list[int]:
+    """`ranked` without conditions on a subject already shown (quotes and quotes_share are one subject)."""
+    seen: set[str] = set()
+    kept = []
+    for position in ranked:
+        condition = conditions[position]
+        subject = condition.subject
+        if condition.feature is not None:
+            subject = _presentation(condition.feature).part or condition.feature
+        if subject not in seen:
+            seen.add(subject)
+            kept.append(position)
+    return kept
 
 
 def _fit(head: str, shown: list[str], tail: str) -> str:
@@ -240,8 +258,8 @@ def _value_text(criterion: Criterion, value: float, part: float) -> str:
     presentation = _presentation(name)
     if presentation.unit == SHARE:
         if presentation.part and not np.isnan(part):
-            return f"{_number(part)} {_words(presentation.part)}/30d = {value:.0%} of {presentation.whole}"
-        return f"{_words(presentation.part or name)} {value:.0%} of {presentation.whole}"
+            return f"{_number(part)} {_words(presentation.part)}/30d = {_percent(value)} of {presentation.whole}"
+        return f"{_words(presentation.part or name)} {_percent(value)} of {presentation.whole}"
     if presentation.unit == PER_30_DAYS:
         return f"{_number(value)} {_words(name)}/30d"
     return f"{_number(value)} {_words(name)}"
@@ -249,7 +267,7 @@ def _value_text(criterion: Criterion, value: float, part: float) -> str:
 
 def _test_text(criterion: Criterion) -> str:
     is_share = criterion.feature is not None and _presentation(criterion.feature).unit == SHARE
-    show = (lambda x: f"{x:.0%}") if is_share else _number
+    show = _percent if is_share else _number
     if criterion.between is not None:
         return f"{show(criterion.between[0])}-{show(criterion.between[1])}"
     if criterion.at_least is not None:
@@ -290,6 +308,11 @@ def _part_values(criterion: Criterion, features: pd.DataFrame) -> np.ndarray:
 
 def _words(feature: str) -> str:
     return feature.replace("_", " ")
+
+
+def _percent(share: float) -> str:
+    """0.42 -> 42%, 0.013 -> 1.3%, 0.0034 -> 0.34%: two significant digits, so small thresholds stay visible."""
+    return f"{float(f'{share * 100:.2g}'):g}%"
 
 
 def _number(value: float) -> str:

@@ -60,7 +60,9 @@ def csv_page_to_text_table(csv_text: str, columns: Sequence[str]) -> pa.Table:
     options = pa_csv.ConvertOptions(column_types={name: pa.string() for name in columns},
                                     strings_can_be_null=True, quoted_strings_can_be_null=True,
                                     include_columns=list(columns))
-    return pa_csv.read_csv(io.BytesIO(csv_text.encode("utf-8")), convert_options=options)
+    # Text fields may hold line breaks inside their quotes; Arrow must not split rows there.
+    parsing = pa_csv.ParseOptions(newlines_in_values=True)
+    return pa_csv.read_csv(io.BytesIO(csv_text.encode("utf-8")), parse_options=parsing, convert_options=options)
 
 
 def rest_records_to_text_table(records: Iterable[Mapping[str, object]], columns: Sequence[str]) -> pa.Table:

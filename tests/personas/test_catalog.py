@@ -130,7 +130,8 @@ def test_wrong_type(tmp_path: Path) -> None:
 
 
 def test_wrong_cloud(tmp_path: Path) -> None:
-    problem = _only(tmp_path, VALID.replace("cloud: Service\n    description: Closes", "cloud: Servce\n    description: Closes"))
+    problem = _only(tmp_path, VALID.replace("cloud: Service\n    description: Closes",
+                                            "cloud: Servce\n    description: Closes"))
     assert (problem.line, problem.field) == (5, "personas[0].cloud")
     assert "'Sales', 'Service' or 'Marketing'" in problem.message
 
@@ -148,7 +149,8 @@ def test_unknown_feature_suggests_the_nearest_names(tmp_path: Path) -> None:
 
 
 def test_ratio_with_an_unknown_feature(tmp_path: Path) -> None:
-    problem = _only(tmp_path, VALID.replace("ratio: [case_comments, cases_closed]", "ratio: [case_coments, cases_closed]"))
+    problem = _only(tmp_path, VALID.replace("ratio: [case_comments, cases_closed]",
+                                            "ratio: [case_coments, cases_closed]"))
     assert (problem.line, problem.field) == (14, "personas[0].rules.conditions[1].ratio[0]")
     assert "case_comments" in problem.message
 
@@ -187,8 +189,14 @@ def test_community_roles_naming_an_unknown_persona(tmp_path: Path) -> None:
     assert "unknown persona 'case_slver'" in problem.message and "case_solver" in problem.message
 
 
+def test_unassigned_is_not_a_persona_label(tmp_path: Path) -> None:
+    problem = _only(tmp_path, VALID.replace("label: Expert Agent", "label: Unassigned"))
+    assert (problem.line, problem.field) == (17, "personas[1].label") and "choose another label" in problem.message
+
+
 def test_a_condition_needs_one_subject_and_one_test(tmp_path: Path) -> None:
-    problem = _only(tmp_path, VALID.replace("          at_least: 10\n", "          at_least: 10\n          at_most: 20\n"))
+    problem = _only(tmp_path, VALID.replace("          at_least: 10\n",
+                                            "          at_least: 10\n          at_most: 20\n"))
     assert problem.field == "personas[0].rules.conditions[0]" and problem.line == 11
     assert "exactly one test" in problem.message
 
@@ -219,7 +227,8 @@ def test_a_missing_file(tmp_path: Path) -> None:
 
 def test_a_team_can_validate_against_its_own_feature_names(tmp_path: Path) -> None:
     path = _write(tmp_path, VALID.replace("feature: articles_written", "feature: kudos_given"))
-    assert load_catalog(path, feature_names={"cases_closed", "case_comments", "kudos_given"}).features[-1] == "kudos_given"
+    catalog = load_catalog(path, feature_names={"cases_closed", "case_comments", "kudos_given"})
+    assert catalog.features[-1] == "kudos_given"
 
 
 def test_catalogs_built_in_code_skip_the_feature_check() -> None:

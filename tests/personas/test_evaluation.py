@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from connectors.salesforce.streams import streams_by_name
 from connectors.staging import Staging
 from personas.catalog import default_catalog_path, load_catalog
 from personas.evaluation import Evaluation, evaluate, save_confusion_png
@@ -14,7 +15,6 @@ from personas.features import Window, compute_features
 from personas.rules import UNASSIGNED, assign
 from sandbox.runner import RunningSandbox
 from tasks.pull import options_from_settings, run_pull
-from connectors.salesforce.streams import streams_by_name
 from tests.conftest import AS_OF, sandbox_settings
 
 

@@ -110,3 +110,10 @@ def test_a_duplicate_with_different_content_and_the_same_cursor_is_rejected() ->
     assert clean.column("Id").to_pylist() == ["b"]
     assert {item.record_id for item in rejected} == {"a"} and len(rejected) == 2
     assert "different content" in rejected[0].reason
+
+
+def test_values_with_line_breaks_and_quotes_stay_in_their_row() -> None:
+    page = ('"Id","OwnerId","IsClosed","ActivityDate","CallDurationInSeconds","CreatedDate","SystemModstamp"\n'
+            '"00T1","005A","true","","","2026-10-01T10:00:00.000Z","2026-10-01T10:00:00.000Z"\n')
+    text = csv_page_to_text_table(page.replace('"005A"', '"005\nA ""quoted"""'), COLUMNS)
+    assert text.num_rows == 1 and text.column("OwnerId")[0].as_py() == '005\nA "quoted"'

@@ -210,11 +210,7 @@ def explain(
     from tasks.personas import catalog_for, features_path
 
     settings = load_settings()
-    state = _state(settings)
-    assignments = state.assignments(run_id) if run_id else state.latest_assignments()
-    if assignments.empty:
-        console.print("[red]error:[/red] no assignments yet: run `persona-sync run` first")
-        raise typer.Exit(2)
+    assignments = _assignments_or_exit(settings, run_id)
     as_of = assignments["as_of"].iloc[0]
     features = pd.read_parquet(features_path(settings, as_of))
     key = _find_user(user_id, features.index)
@@ -238,11 +234,7 @@ def evaluate(
     """Compare a run's assignments with the truth: accuracy, macro F1, per-persona precision and recall,
     confusion matrix (printed, and saved as a PNG)."""
     settings = load_settings()
-    state = _state(settings)
-    assignments = state.assignments(run_id) if run_id else state.latest_assignments()
-    if assignments.empty:
-        console.print("[red]error:[/red] no assignments to evaluate: run `persona-sync run` first")
-        raise typer.Exit(2)
+    assignments = _assignments_or_exit(settings, run_id)
     _print_evaluation(settings, str(assignments["run_id"].iloc[0]), truth, picture)
 
 
@@ -261,6 +253,17 @@ def _print_evaluation(settings, run_id: str, truth_file: Path, picture: Path | N
     console.print(result.table(), highlight=False)
     path = save_confusion_png(result, picture or settings.home / f"evaluation-{run_id}.png")
     console.print(f"Confusion matrix saved to {path}", highlight=False)
+
+
+def _assignments_or_exit(settings, run_id: str | None):
+    """The assignments of `run_id` (default: the latest run), or a clear error when there are none."""
+    state = _state(settings)
+    assignments = state.assignments(run_id) if run_id else state.latest_assignments()
+    if assignments.empty:
+        which = f"run {run_id} stored" if run_id else "no run has stored"
+        console.print(f"[red]error:[/red] {which} no assignments: run `persona-sync run` first")
+        raise typer.Exit(2)
+    return assignments
 
 
 def _state(settings):

@@ -260,8 +260,8 @@ def _assignments_or_exit(settings, run_id: str | None):
     state = _state(settings)
     assignments = state.assignments(run_id) if run_id else state.latest_assignments()
     if assignments.empty:
-        which = f"run {run_id} stored" if run_id else "no run has stored"
-        console.print(f"[red]error:[/red] {which} no assignments: run `persona-sync run` first")
+        which = f"run {run_id} stored no assignments" if run_id else "no run has stored assignments yet"
+        console.print(f"[red]error:[/red] {which}: run `persona-sync run` first")
         raise typer.Exit(2)
     return assignments
 

@@ -234,9 +234,8 @@ def write_contact_history(store, streams: RandomStreams, people: Population, rec
     """
     rng = streams.stream("contact-history")
     contacts = records.contacts
-    editor = np.repeat(np.arange(people.size), people.draw_counts(rng, "contact_updates"))
+    editor, at = people.acts(rng, "contact_updates")
     n = len(editor)
-    at = working_times(rng, people.start_ms[editor], people.end_ms[editor], people.tz_hours[editor])
     case = records.cases.by_owner.recent_before(rng, editor, at, 5)
     of_case = np.where(case >= 0, records.cases.contact[np.maximum(case, 0)], -1)
     own = contacts.by_owner.recent_before(rng, editor, at, 50)
@@ -281,10 +280,8 @@ def write_chatter(store, streams: RandomStreams, people: Population, records: Wo
                   window: Window) -> None:
     """Writes Chatter posts: on the author's own feed, or on an account, opportunity or case they work."""
     rng = streams.stream("chatter")
-    author = np.repeat(np.arange(people.size), people.draw_counts(rng, "chatter_posts"))
+    author, at = people.acts(rng, "chatter_posts", after_hours_share=0.12)
     n = len(author)
-    at = working_times(rng, people.start_ms[author], people.end_ms[author], people.tz_hours[author],
-                       after_hours_share=0.12)
     where_posted = rng.random(n)
     account = records.accounts.by_owner.any_of(rng, author)
     opportunity = records.opportunities.by_owner.recent_before(rng, author, at, 5)

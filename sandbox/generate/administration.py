@@ -13,7 +13,7 @@ from sandbox.generate import profiles as P
 from sandbox.generate import vocabulary as V
 from sandbox.generate.people import Population
 from sandbox.generate.randomness import RandomStreams
-from sandbox.generate.timing import MINUTE_MS, Window, working_times
+from sandbox.generate.timing import MINUTE_MS, Window
 from sandbox.generate.writing import DateTimes, TableWriter, text_join
 from sandbox.store import OrgStore
 
@@ -33,10 +33,8 @@ def write_setup_trail(store: OrgStore, streams: RandomStreams, people: Populatio
                       window: Window) -> None:
     """Writes SetupAuditTrail rows: each user's own setup changes, then user lifecycle rows."""
     rng = streams.stream("setup-trail")
-    actor = np.repeat(np.arange(people.size), people.draw_counts(rng, "setup_changes"))
+    actor, at = people.acts(rng, "setup_changes", after_hours_share=0.15)
     n = len(actor)
-    at = working_times(rng, people.start_ms[actor], people.end_ms[actor], people.tz_hours[actor],
-                       after_hours_share=0.15)
     mix = np.array([P.SETUP_ACTION_MIX.get(label, P.DEFAULT_SETUP_ACTION_MIX) for label in P.PERSONA_LABELS])
     cumulative = np.cumsum(mix[people.persona[actor]], axis=1)
     group = (rng.random(n)[:, None] >= cumulative).sum(axis=1).clip(0, len(_ACTION_GROUPS) - 1)

@@ -312,9 +312,8 @@ def write_quotes(store: OrgStore, streams: RandomStreams, people: Population, ac
                  opportunities: Opportunities, window: Window) -> None:
     """Writes quotes users prepare, each on one of their recent opportunities when they have one."""
     rng = streams.stream("quotes")
-    owner = np.repeat(np.arange(people.size), people.draw_counts(rng, "quotes"))
+    owner, created = people.acts(rng, "quotes")
     n = len(owner)
-    created = working_times(rng, people.start_ms[owner], people.end_ms[owner], people.tz_hours[owner])
     opportunity = opportunities.by_owner.recent_before(rng, owner, created, 4)
     fallback_account = own_or_any_account(rng, accounts, owner)
     account = np.where(opportunity >= 0, opportunities.account[np.maximum(opportunity, 0)], fallback_account)
@@ -338,9 +337,8 @@ def write_contracts(store: OrgStore, streams: RandomStreams, people: Population,
                     window: Window) -> None:
     """Writes contracts users draw up on their accounts; most get activated within days."""
     rng = streams.stream("contracts")
-    owner = np.repeat(np.arange(people.size), people.draw_counts(rng, "contracts"))
+    owner, created = people.acts(rng, "contracts")
     n = len(owner)
-    created = working_times(rng, people.start_ms[owner], people.end_ms[owner], people.tz_hours[owner])
     account = own_or_any_account(rng, accounts, owner)
     activated_at = created + (rng.exponential(3, n) * DAY_MS + HOUR_MS).astype(np.int64)
     status_draw = rng.random(n)

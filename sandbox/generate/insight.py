@@ -15,7 +15,7 @@ from sandbox.generate import vocabulary as V
 from sandbox.generate.ownership import GroupedRecords
 from sandbox.generate.people import Population
 from sandbox.generate.randomness import RandomStreams
-from sandbox.generate.timing import DAY_MS, Window, later_times, system_stamps, working_times
+from sandbox.generate.timing import DAY_MS, Window, later_times, system_stamps
 from sandbox.generate.writing import NO_TIME, DateTimes, TableWriter, pick, text_join
 from sandbox.store import OrgStore
 
@@ -46,8 +46,7 @@ def plan_authored_records(rng: np.random.Generator, people: Population, rate: st
     base_modified = later_times(rng, base_created, window.start_ms, share=0.7, mean_delay_ms=60 * DAY_MS)
     base_modifier = base_owner.copy()
 
-    actor = np.repeat(np.arange(people.size), people.draw_counts(rng, rate))
-    at = working_times(rng, people.start_ms[actor], people.end_ms[actor], people.tz_hours[actor])
+    actor, at = people.acts(rng, rate)
     creates = rng.random(len(actor)) < CREATE_SHARE
     editor, edited_at = actor[~creates], at[~creates]
     own = GroupedRecords(base_owner, people.size).any_of(rng, editor)

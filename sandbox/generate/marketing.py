@@ -15,7 +15,7 @@ from sandbox.generate import vocabulary as V
 from sandbox.generate.ownership import GroupedRecords
 from sandbox.generate.people import Population
 from sandbox.generate.randomness import RandomStreams
-from sandbox.generate.timing import DAY_MS, HOUR_MS, Window, later_times, system_stamps, working_times
+from sandbox.generate.timing import DAY_MS, HOUR_MS, Window, later_times, system_stamps
 from sandbox.generate.writing import NO_TIME, Dates, DateTimes, TableWriter, lookup, pick, text_join
 from sandbox.store import OrgStore
 
@@ -39,9 +39,8 @@ class ListEmailSends:
 def write_campaigns(store: OrgStore, streams: RandomStreams, people: Population, window: Window) -> Campaigns:
     """Writes campaigns users create and own; some are children of an earlier campaign."""
     rng = streams.stream("campaigns")
-    creator = np.repeat(np.arange(people.size), people.draw_counts(rng, "campaigns"))
+    creator, created = people.acts(rng, "campaigns")
     n = len(creator)
-    created = working_times(rng, people.start_ms[creator], people.end_ms[creator], people.tz_hours[creator])
     order = np.argsort(created, kind="stable")
     creator, created = creator[order], created[order]
     owner = people.others_or_manager(rng, creator, 0.1)
@@ -75,9 +74,8 @@ def write_list_emails(store: OrgStore, streams: RandomStreams, people: Populatio
                       window: Window) -> ListEmailSends:
     """Writes ListEmail records (bulk sends); returns the sent ones for their Tasks."""
     rng = streams.stream("list-emails")
-    owner = np.repeat(np.arange(people.size), people.draw_counts(rng, "list_emails"))
+    owner, created = people.acts(rng, "list_emails")
     n = len(owner)
-    created = working_times(rng, people.start_ms[owner], people.end_ms[owner], people.tz_hours[owner])
     status = pick(rng, ("Sent", "Scheduled", "Draft"), n, (0.85, 0.05, 0.1))
     sent = status == "Sent"
     scheduled = np.where(status == "Draft", NO_TIME,
@@ -109,9 +107,8 @@ def write_list_emails(store: OrgStore, streams: RandomStreams, people: Populatio
 def write_email_templates(store: OrgStore, streams: RandomStreams, people: Population, window: Window) -> None:
     """Writes the email templates users build (Designer / Developers above all)."""
     rng = streams.stream("email-templates")
-    owner = np.repeat(np.arange(people.size), people.draw_counts(rng, "email_templates"))
+    owner, created = people.acts(rng, "email_templates")
     n = len(owner)
-    created = working_times(rng, people.start_ms[owner], people.end_ms[owner], people.tz_hours[owner])
     topic = pick(rng, V.TEMPLATE_TOPICS, n)
     numbers = np.arange(1, n + 1).astype(str)
     used = rng.random(n) < 0.6

@@ -15,7 +15,7 @@ import numpy as np
 from sandbox.generate import profiles as P
 from sandbox.generate import vocabulary as V
 from sandbox.generate.randomness import RandomStreams
-from sandbox.generate.timing import DAY_MS, Window
+from sandbox.generate.timing import DAY_MS, Window, working_times
 from sandbox.generate.writing import issue_ids
 from sandbox.store import OrgStore
 
@@ -86,6 +86,18 @@ class Population:
     def draw_counts(self, rng: np.random.Generator, rate: str) -> np.ndarray:
         """How many `rate` records each user produces (Poisson around the expectation)."""
         return rng.poisson(self.expected(rate))
+
+    def acts(self, rng: np.random.Generator, rate: str, *, after_hours_share: float = 0.07
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """One entry per `rate` record the users produce: who acted (user index) and when (epoch ms).
+
+        Counts are drawn first, then working-hours times, always in that order, so a seed gives the
+        same org whichever writer asks.
+        """
+        actor = np.repeat(np.arange(self.size), self.draw_counts(rng, rate))
+        at = working_times(rng, self.start_ms[actor], self.end_ms[actor], self.tz_hours[actor],
+                           after_hours_share=after_hours_share)
+        return actor, at
 
     def share(self, name: str) -> np.ndarray:
         return self.shares[:, P.share_column(name)]

@@ -17,7 +17,7 @@ from sandbox.generate.customers import Accounts, Contacts
 from sandbox.generate.ownership import GroupedRecords
 from sandbox.generate.people import Population
 from sandbox.generate.randomness import RandomStreams
-from sandbox.generate.timing import DAY_MS, HOUR_MS, MINUTE_MS, Window, later_times, system_stamps, working_times
+from sandbox.generate.timing import DAY_MS, HOUR_MS, MINUTE_MS, Window, later_times, system_stamps
 from sandbox.generate.writing import NO_TIME, DateTimes, TableWriter, issue_ids, pick, text_join
 from sandbox.store import OrgStore
 
@@ -39,9 +39,8 @@ def write_cases(store: OrgStore, streams: RandomStreams, people: Population, acc
                 contacts: Contacts, window: Window) -> Cases:
     """Writes the cases users own; most are closed after hours to days, escalated ones take longer."""
     rng = streams.stream("cases")
-    owner = np.repeat(np.arange(people.size), people.draw_counts(rng, "cases"))
+    owner, created = people.acts(rng, "cases")
     n = len(owner)
-    created = working_times(rng, people.start_ms[owner], people.end_ms[owner], people.tz_hours[owner])
     escalated = rng.random(n) < people.share("escalated_share")[owner]
     resolution_days = np.where(escalated, rng.lognormal(np.log(5), 0.8, n), rng.lognormal(np.log(1.2), 1.0, n))
     closes = created + (resolution_days * DAY_MS).astype(np.int64) + 5 * MINUTE_MS
@@ -81,8 +80,7 @@ def write_case_comments(store: OrgStore, streams: RandomStreams, people: Populat
                         window: Window) -> None:
     """Writes comments agents add, mostly on their own recent cases, sometimes on a colleague's."""
     rng = streams.stream("case-comments")
-    author = np.repeat(np.arange(people.size), people.draw_counts(rng, "case_comments"))
-    at = working_times(rng, people.start_ms[author], people.end_ms[author], people.tz_hours[author])
+    author, at = people.acts(rng, "case_comments")
     own = cases.by_owner.recent_before(rng, author, at, 5)
     anyone = cases.by_time.recent_before(rng, np.zeros(len(author), dtype=np.int64), at, 200)
     case = np.where((own >= 0) & (rng.random(len(author)) < 0.8), own, anyone)
@@ -135,8 +133,7 @@ def write_case_history(store: OrgStore, streams: RandomStreams, people: Populati
 def _plan_reassignments(rng: np.random.Generator, people: Population, cases: Cases,
                         window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Who moves which case when: (mover, case, time), each time after the case was opened."""
-    mover = np.repeat(np.arange(people.size), people.draw_counts(rng, "case_reassignments"))
-    at = working_times(rng, people.start_ms[mover], people.end_ms[mover], people.tz_hours[mover])
+    mover, at = people.acts(rng, "case_reassignments")
     managed = np.flatnonzero(people.manager >= 0)
     report = GroupedRecords(people.manager[managed], people.size).any_of(rng, mover)
     report = np.where(report >= 0, managed[np.maximum(report, 0)], -1)
@@ -154,9 +151,8 @@ def _plan_reassignments(rng: np.random.Generator, people: Population, cases: Cas
 def write_articles(store: OrgStore, streams: RandomStreams, people: Population, window: Window) -> None:
     """Writes knowledge article versions users author (Expert Agents above all): online, draft or archived."""
     rng = streams.stream("articles")
-    author = np.repeat(np.arange(people.size), people.draw_counts(rng, "articles"))
+    author, created = people.acts(rng, "articles")
     n = len(author)
-    created = working_times(rng, people.start_ms[author], people.end_ms[author], people.tz_hours[author])
     status = pick(rng, ("Online", "Draft", "Archived"), n, (0.6, 0.25, 0.15))
     limit = people.end_ms[author]
     published = np.minimum(created + (rng.exponential(2, n) * DAY_MS).astype(np.int64), limit - 1)

@@ -32,6 +32,13 @@ Decisions the data forces (each also in the feature's meaning or source):
 - Logins: successful ones only (Status 'Success'); API when ApiType is set (not null, '' or 'N/A'),
   whatever the LoginType; else mobile when Application or Platform names iOS or Android; else browser.
   A 'Remote Access 2.0' login with neither (a desktop OAuth app) is therefore a browser login.
+- Detail features say how the work is done, not how much: call direction (Task.CallType), tasks and
+  meetings about no customer record (neither WhoId nor WhatId) or on a case (WhatId with the Case key
+  prefix 500), which own deals are upsells and which own cases are escalated (of those opened in the
+  window), and which kind of setup change (by SetupAuditTrail.Section; sections not listed as user
+  administration or automation are customisation). They are not activity of their own kind, so
+  activity_total does not include them; each has a share of the rate it details.
+- reports_who_manage counts direct reports who lead people themselves (a leader of managers).
 - activity_total sums every activity rate, those that count a subset of another's rows included
   (opportunities_won, leads_converted, cases_escalated): each is work of its own kind. The
   `<name>_share` features divide by it, so they sum to 1 for anyone with activity.
@@ -153,11 +160,47 @@ def equals(column: Column, *values: str) -> Where:
     return Where(text, (column,), lambda table: pc.is_in(_column(table, name, pa.string()), value_set=value_set))
 
 
-def not_equals(column: Column, value: str) -> Where:
-    """Rows whose `column` is set and is not `value`."""
+def not_equals(column: Column, value: str, *, empty_counts: bool = False) -> Where:
+    """Rows whose `column` is set and is not `value` (or is empty too, with `empty_counts`)."""
     name = _name(column)
+    if empty_counts:
+        return Where(f"{name} is empty or != {value!r}", (column,),
+                     lambda table: pc.fill_null(pc.not_equal(_column(table, name, pa.string()), value), True))
     return Where(f"{name} != {value!r}", (column,),
                  lambda table: pc.not_equal(_column(table, name, pa.string()), value))
+
+
+def is_blank(*columns: str) -> Where:
+    """Rows where every one of `columns` is empty (null or '')."""
+    text = " and ".join(f"{column} is empty" for column in columns)
+    return Where(text, columns, lambda table: _all(_blank(table, column) for column in columns))
+
+
+def is_set(*columns: str) -> Where:
+    """Rows where at least one of `columns` is set (not null, not '')."""
+    text = " or ".join(f"{column} is set" for column in columns)
+    return Where(text if len(columns) == 1 else f"({text})", columns,
+                 lambda table: pc.invert(_all(_blank(table, column) for column in columns)))
+
+
+def starts_with(column: str, prefix: str, meaning: str) -> Where:
+    """Rows whose `column` starts with `prefix` (an Id's key prefix names its object: `meaning`)."""
+    return Where(f"{column} starts with {prefix!r} ({meaning})", (column,),
+                 lambda table: pc.starts_with(_column(table, column, pa.string()), prefix))
+
+
+def _blank(table: pa.Table, column: str) -> pa.ChunkedArray:
+    values = _column(table, column, pa.string())
+    return pc.fill_null(pc.equal(values, ""), True)
+
+
+def _all(masks: Iterable[pa.ChunkedArray]) -> pa.ChunkedArray:
+    result = None
+    for mask in masks:
+        result = mask if result is None else pc.and_(result, mask)
+    if result is None:
+        raise FeatureError("a filter over no columns")
+    return result
 
 
 def is_true(column: str) -> Where:
@@ -241,7 +284,13 @@ class Total:
 
 @dataclass(frozen=True)
 class DirectReports:
-    """Active users, created before as-of, whose ManagerId is this user."""
+    """Active users, created before as-of, whose ManagerId is this user.
+
+    With `managers_only`, just those of them who have such direct reports of their own (the people
+    who lead a team under this user).
+    """
+
+    managers_only: bool = False
 
 
 Measure = Rate | Ratio | Total | DirectReports
@@ -334,6 +383,51 @@ def _ratio(name: str, part: str, whole: tuple[str, ...], meaning: str) -> Featur
 
 _ACTIVITY_NAMES: tuple[str, ...] = tuple(feature.name for feature in _ACTIVITY)
 
+_TASKS_LOGGED = (not_equals("TaskSubtype", "ListEmail", empty_counts=True),)
+_CASE_KEY_PREFIX = "500"
+# SetupAuditTrail sections by kind of work. Anything else (customising objects, layouts, picklists,
+# report types, queues, ...) counts as customisation and needs no list of its own.
+USER_ADMIN_SECTIONS = ("Manage Users", "Permission Sets", "Profiles", "Roles", "Public Groups")
+AUTOMATION_SECTIONS = ("Flows", "Process Builder", "Workflow Rules", "Approval Processes", "Apex Class",
+                       "Apex Trigger", "Connected Apps", "Named Credentials", "External Credentials",
+                       "Remote Site Settings", "Custom Metadata Types", "Platform Events")
+
+# How the work is done rather than how much of it: the direction of calls, what tasks and meetings were
+# about, which deals and cases, which kind of setup. Not activity of their own kind, so not part of
+# activity_total; each is read as a share of the rate it details (below).
+_DETAIL: tuple[Feature, ...] = (
+    _rate("inbound_calls", "calls the user took (CallType 'Inbound')",
+          Count("Task", "OwnerId", "CreatedDate", (equals("TaskSubtype", "Call"), equals("CallType", "Inbound")))),
+    _rate("tasks_logged", "tasks logged: calls, emails and to-dos (list email recipients not included)",
+          Count("Task", "OwnerId", "CreatedDate", _TASKS_LOGGED)),
+    _rate("internal_tasks", "tasks logged about no customer record (neither WhoId nor WhatId)",
+          Count("Task", "OwnerId", "CreatedDate", (*_TASKS_LOGGED, is_blank("WhoId", "WhatId")))),
+    _rate("case_tasks", "tasks logged on a case",
+          Count("Task", "OwnerId", "CreatedDate", (*_TASKS_LOGGED, starts_with("WhatId", _CASE_KEY_PREFIX, "a Case")))),
+    _rate("customer_meetings", "meetings with a customer (a contact, lead, account or deal attached)",
+          Count("Event", "OwnerId", "StartDateTime", (is_set("WhoId", "WhatId"),))),
+    _rate("opportunities_opened", "own opportunities opened",
+          Count("Opportunity", "OwnerId", "CreatedDate")),
+    _rate("cases_opened", "own cases opened", Count("Case", "OwnerId", "CreatedDate")),
+    _rate("user_admin_changes", "setup changes that administer users (users, permission sets, profiles, roles)",
+          Count("SetupAuditTrail", "CreatedById", "CreatedDate", (equals("Section", *USER_ADMIN_SECTIONS),))),
+    _rate("automation_changes", "setup changes to automation and integration (flows, Apex, connected apps, ...)",
+          Count("SetupAuditTrail", "CreatedById", "CreatedDate", (equals("Section", *AUTOMATION_SECTIONS),))),
+)
+# (name, part, whole, meaning) of the shares that read the details.
+_DETAIL_SHARES: tuple[tuple[str, str, str, str], ...] = (
+    ("inbound_call_share", "inbound_calls", "calls", "share of calls that were inbound"),
+    ("internal_task_share", "internal_tasks", "tasks_logged", "share of logged tasks about no customer record"),
+    ("case_task_share", "case_tasks", "tasks_logged", "share of logged tasks that are on a case"),
+    ("customer_meeting_share", "customer_meetings", "meetings", "share of meetings held with a customer"),
+    ("upsell_share", "upsell_renewals", "opportunities_opened",
+     "share of own opportunities opened that are upgrade or replacement deals"),
+    ("escalated_share", "cases_escalated", "cases_opened", "share of own cases opened that are escalated"),
+    ("user_admin_share", "user_admin_changes", "setup_changes", "share of setup changes that administer users"),
+    ("automation_share", "automation_changes", "setup_changes",
+     "share of setup changes to automation and integration"),
+)
+
 FEATURES: tuple[Feature, ...] = (
     *_ACTIVITY,
     *_LOGINS,
@@ -343,10 +437,14 @@ FEATURES: tuple[Feature, ...] = (
     Feature("direct_reports", PEOPLE, "active people who report to this user (their manager), at as-of",
             "User rows with IsActive and CreatedDate before as-of, counted for ManagerId (current IsActive)",
             DirectReports()),
+    Feature("reports_who_manage", PEOPLE, "direct reports who have active direct reports of their own, at as-of",
+            "direct reports (as direct_reports) whose own direct_reports is at least 1", DirectReports(managers_only=True)),
     Feature("activity_total", PER_30_DAYS, "all activity per 30 days (every activity rate, logins excluded)",
             f"sum of {', '.join(_ACTIVITY_NAMES)}", Total(_ACTIVITY_NAMES)),
     *(_ratio(f"{name}_share", name, ("activity_total",), f"share of all activity that is {name}")
       for name in _ACTIVITY_NAMES),
+    *_DETAIL,
+    *(_ratio(name, part, (whole,), meaning) for name, part, whole, meaning in _DETAIL_SHARES),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
 # The activity rates that make up activity_total and have a `<name>_share`.
@@ -406,9 +504,9 @@ def _compute(staging: Staging, window: Window, users: pa.Table, partitions: list
     """One frame per partition; reads each object once for all partitions."""
     value_sets = [pa.array(ids, type=pa.string()) for ids in partitions]
     counts = _count_activity(staging, window, value_sets)
-    reports = _direct_reports(users, window, value_sets)
+    reports, leads = _direct_reports(users, window, value_sets)
     context = _context(staging, users)
-    return [_frame(ids, window, counts[i], reports[i], context) for i, ids in enumerate(value_sets)]
+    return [_frame(ids, window, counts[i], reports[i], leads[i], context) for i, ids in enumerate(value_sets)]
 
 
 def _staged_users(staging: Staging) -> pa.Table:
@@ -478,12 +576,19 @@ def _per_user(actors: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
     return np.bincount(position.to_numpy(), minlength=len(ids))
 
 
-def _direct_reports(users: pa.Table, window: Window, partitions: list[pa.Array]) -> list[np.ndarray]:
+def _direct_reports(users: pa.Table, window: Window,
+                    partitions: list[pa.Array]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per partition: each user's direct reports, and those of them who manage someone themselves.
+
+    Both read the whole User table (a partition's managers may lead people of any partition)."""
     created = _column(users, "CreatedDate", _TIMESTAMP)
     before = pc.fill_null(pc.less(created, pa.scalar(window.as_of, type=pa.timestamp("us", tz="UTC"))), True)
-    counted = pc.and_(pc.fill_null(_column(users, "IsActive", pa.bool_()), False), before)
-    managers = users["ManagerId"].filter(counted)
-    return [_per_user(managers, ids) for ids in partitions]
+    counted = users.filter(pc.and_(pc.fill_null(_column(users, "IsActive", pa.bool_()), False), before))
+    managers = counted["ManagerId"]
+    leading = pc.is_in(counted["Id"], value_set=pc.unique(managers.drop_null()))
+    managers_of_leads = managers.filter(leading)
+    return ([_per_user(managers, ids) for ids in partitions],
+            [_per_user(managers_of_leads, ids) for ids in partitions])
 
 
 def _context(staging: Staging, users: pa.Table) -> pa.Table:
@@ -506,7 +611,7 @@ def _names(staging: Staging, sobject: str, ids: pa.ChunkedArray) -> pa.ChunkedAr
 
 
 def _frame(ids: pa.Array, window: Window, counts: dict[str, np.ndarray], reports: np.ndarray,
-           context: pa.Table) -> pd.DataFrame:
+           leads: np.ndarray, context: pa.Table) -> pd.DataFrame:
     """One partition's features, in FEATURES order, then its users' context."""
     values: dict[str, np.ndarray] = {}
     for feature in FEATURES:
@@ -519,7 +624,7 @@ def _frame(ids: pa.Array, window: Window, counts: dict[str, np.ndarray], reports
             part, whole = values[measure.part], _sum(values[name] for name in measure.whole)
             values[feature.name] = np.divide(part, whole, out=np.zeros(len(part)), where=whole > 0)
         elif isinstance(measure, DirectReports):
-            values[feature.name] = reports.astype(np.float64)
+            values[feature.name] = (leads if measure.managers_only else reports).astype(np.float64)
         else:
             raise FeatureError(f"feature {feature.name} has no measure to compute it with")
     rows = context.take(pc.index_in(ids, value_set=context["Id"])).drop_columns(["Id"]).to_pandas()

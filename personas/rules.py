@@ -292,7 +292,8 @@ def _presentation(feature: str) -> _Presentation:
             measure = declared.measure
             if isinstance(measure, Ratio):
                 whole = "activity" if measure.whole == ("activity_total",) else \
-                    "logins" if all(name.startswith("logins_") for name in measure.whole) else " + ".join(measure.whole)
+                    "logins" if all(name.startswith("logins_") for name in measure.whole) else \
+                    " + ".join(_words(name) for name in measure.whole)
                 return _Presentation(declared.unit, measure.part, whole)
             return _Presentation(declared.unit)
     return _Presentation("")

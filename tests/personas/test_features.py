@@ -392,3 +392,95 @@ def test_features_tell_the_true_personas_apart(sandbox: RunningSandbox, small_fe
     assert median["articles_written"].idxmax() == "Expert Agent"
     assert median["case_reassignments"].idxmax() == "Team Leader"
     assert median["email_templates"].idxmax() == "Designer / Developer"
+
+
+# --- detail features: how the work is done ------------------------------------------------------------
+
+DIRECTOR, LEAD, AGENT = (f"005DETL0000000{tag}" for tag in ("DIR", "LED", "AGT"))
+
+
+@pytest.fixture(scope="module")
+def detail_features(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """AGENT's calls, tasks, meetings, deals, cases and setup changes, with decoys outside the window."""
+    staging = Staging(tmp_path_factory.mktemp("detail-staging"))
+    user = {"IsActive": True, "CreatedDate": TINY_AS_OF - timedelta(days=400)}
+    _stage(staging, "User", [
+        {**user, "Id": DIRECTOR, "Name": "Dina Director"},
+        {**user, "Id": LEAD, "Name": "Leo Lead", "ManagerId": DIRECTOR},
+        {**user, "Id": AGENT, "Name": "Ada Agent", "ManagerId": LEAD},
+    ])
+    task = {"OwnerId": AGENT, "CreatedById": AGENT, "CreatedDate": INSIDE}
+    _stage(staging, "Task", [
+        *_rows(3, **task, TaskSubtype="Call", CallType="Inbound", WhatId="500A00000000001"),
+        *_rows(1, **task, TaskSubtype="Call", CallType="Outbound", WhoId="003A00000000001"),
+        *_rows(1, **task | {"CreatedDate": BEFORE}, TaskSubtype="Call", CallType="Inbound"),
+        *_rows(2, **task, TaskSubtype="Task", WhoId="", WhatId=""),  # about nobody
+        *_rows(1, **task, TaskSubtype="Email"),  # about nobody (nulls)
+        *_rows(1, **task, TaskSubtype="Email", WhatId="006A00000000001"),  # on a deal
+        *_rows(4, **task, TaskSubtype="ListEmail"),  # recipients of a list email: not logged tasks
+    ])
+    _stage(staging, "Event", [
+        *_rows(2, OwnerId=AGENT, CreatedById=AGENT, CreatedDate=INSIDE, StartDateTime=INSIDE, WhoId="003A0001"),
+        *_rows(1, OwnerId=AGENT, CreatedById=AGENT, CreatedDate=INSIDE, StartDateTime=INSIDE, WhatId="001A0001"),
+        *_rows(1, OwnerId=AGENT, CreatedById=AGENT, CreatedDate=INSIDE, StartDateTime=INSIDE),  # internal
+    ])
+    deal = {"OwnerId": AGENT, "CreatedById": LEAD, "CreatedDate": INSIDE, "IsWon": False, "Type": "New Customer"}
+    _stage(staging, "Opportunity", [
+        *_rows(3, **deal),
+        *_rows(1, **deal | {"Type": "Existing Customer - Upgrade"}),  # opened by the lead: still AGENT's
+    ])
+    case = {"OwnerId": AGENT, "CreatedById": AGENT, "CreatedDate": INSIDE, "IsClosed": False, "IsEscalated": False}
+    _stage(staging, "Case", [*_rows(3, **case), *_rows(1, **case | {"IsEscalated": True})])
+    change = {"CreatedById": AGENT, "CreatedDate": INSIDE}
+    _stage(staging, "SetupAuditTrail", [
+        *_rows(2, **change, Section="Manage Users", Action="createduser"),
+        *_rows(1, **change, Section="Flows", Action="changedFlow"),
+        *_rows(1, **change, Section="Customize Cases", Action="changedPicklist"),
+        *_rows(1, **change | {"CreatedDate": AFTER}, Section="Flows", Action="changedFlow"),
+    ])
+    return compute_features(staging, TINY)
+
+
+def test_call_direction_and_what_tasks_are_about(detail_features: pd.DataFrame) -> None:
+    agent = detail_features.loc[AGENT]
+    assert agent["inbound_calls"] == 3 / 2 and agent["calls"] == 4 / 2
+    assert agent["inbound_call_share"] == pytest.approx(3 / 4)
+    assert agent["tasks_logged"] == 8 / 2  # 4 calls, 2 to-dos, 2 emails; list email recipients not counted
+    assert agent["internal_task_share"] == pytest.approx(3 / 8)  # the to-dos with '' ids and the bare email
+    assert agent["case_task_share"] == pytest.approx(3 / 8)  # WhatId with the Case key prefix 500
+
+
+def test_customer_meetings_have_a_contact_lead_account_or_deal(detail_features: pd.DataFrame) -> None:
+    agent = detail_features.loc[AGENT]
+    assert agent["customer_meetings"] == 3 / 2
+    assert agent["customer_meeting_share"] == pytest.approx(3 / 4)
+
+
+def test_upsell_and_escalated_shares_read_own_records_opened(detail_features: pd.DataFrame) -> None:
+    agent = detail_features.loc[AGENT]
+    assert agent["opportunities_opened"] == 4 / 2 and agent["opportunities_created"] == 0  # the lead opened them
+    assert agent["upsell_share"] == pytest.approx(1 / 4)
+    assert agent["cases_opened"] == 4 / 2
+    assert agent["escalated_share"] == pytest.approx(1 / 4)
+    assert detail_features.loc[LEAD, "upsell_share"] == 0  # nothing of their own: 0, not a division by zero
+
+
+def test_setup_changes_by_kind(detail_features: pd.DataFrame) -> None:
+    agent = detail_features.loc[AGENT]
+    assert agent["setup_changes"] == 4 / 2  # the change after as-of does not count
+    assert (agent["user_admin_changes"], agent["automation_changes"]) == (2 / 2, 1 / 2)
+    assert (agent["user_admin_share"], agent["automation_share"]) == (pytest.approx(2 / 4), pytest.approx(1 / 4))
+
+
+def test_details_are_not_activity_of_their_own(detail_features: pd.DataFrame) -> None:
+    assert {"inbound_calls", "tasks_logged", "customer_meetings", "opportunities_opened",
+            "user_admin_changes"}.isdisjoint(ACTIVITY_FEATURES)
+    agent = detail_features.loc[AGENT]
+    assert sum(agent[f"{name}_share"] for name in ACTIVITY_FEATURES) == pytest.approx(1.0)
+
+
+def test_reports_who_manage_counts_leaders_of_teams(detail_features: pd.DataFrame,
+                                                    tiny_features: pd.DataFrame) -> None:
+    assert detail_features["reports_who_manage"].to_dict() == {DIRECTOR: 1, LEAD: 0, AGENT: 0}
+    assert detail_features.loc[LEAD, "direct_reports"] == 1
+    assert tiny_features.loc[MANAGER, "reports_who_manage"] == 0  # leads reps, not managers

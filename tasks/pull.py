@@ -154,6 +154,20 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     return report
 
 
+def _needs_full_pull(staging: Staging, stream: Stream, schema: pa.Schema, has_watermark: bool) -> bool:
+    """Whether rows staged earlier lack a field the stream now selects (a field added to the stream
+    since): an incremental pull would leave those rows without it for good, so the stream is pulled again
+    from its history start, as a full refresh that swaps in atomically."""
+    if not has_watermark:
+        return False
+    staged = staging.columns_in_every_file(stream.sobject)
+    missing = [column for column in schema.names if staged is not None and column not in staged]
+    if missing:
+        log.warning("pull %s: the staged rows lack %s (added to the stream since they were pulled); pulling "
+                    "the stream again in full", stream.sobject, ", ".join(missing))
+    return bool(missing)
+
+
 def _known_users(staging: Staging) -> set[str] | None:
     users = staging.read("User", columns=["Id"])
     return set(users["Id"]) if len(users) else None
@@ -166,17 +180,19 @@ def _pull_stream(client: SalesforceClient, staging: Staging, state: StateStore, 
                  on_rows: RowsCallback | None) -> StreamResult:
     started = time.monotonic()
     name = stream.sobject
-    watermark = None if options.full_refresh else state.watermark(name)
-    history_start = watermark.history_start if watermark else now - timedelta(days=options.history_days)
+    schema = arrow_schema(stream, _field_types(client, name))
+    stored = None if options.full_refresh else state.watermark(name)
+    refreshing = options.full_refresh or _needs_full_pull(staging, stream, schema, stored is not None)
+    watermark = None if refreshing else stored
+    history_start = stored.history_start if stored else now - timedelta(days=options.history_days)
     since = _since(stream, watermark.value if watermark else None, history_start, options.overlap)
     where = _where(stream, since)
-    schema = arrow_schema(stream, _field_types(client, name))
     expected = client.count(f"SELECT COUNT() FROM {name}{where}", sobject=name)
     mode = options.mode if options.mode != "auto" else ("bulk" if expected >= options.bulk_threshold else "rest")
     result = StreamResult(name, mode, watermark_from=watermark.value if watermark else None)
     log.info("pull %s: %s rows expected since %s (%s)", name, f"{expected:,}", since or "the beginning", mode)
 
-    refresh = staging.begin_refresh(name) if options.full_refresh else None
+    refresh = staging.begin_refresh(name) if refreshing else None
     sink = refresh if refresh is not None else _StagingSink(staging, name)
     tracker = _DuplicateTracker()
     previously_quarantined = {record.record_id for record in state.quarantined(name) if record.record_id}

@@ -147,6 +147,24 @@ class Staging:
         except FileNotFoundError:  # a refresh or compaction replaced the base just now
             return self.read_arrow(sobject, [ID]).num_rows
 
+    def columns_in_every_file(self, sobject: str) -> set[str] | None:
+        """The columns every staged row file of the object has (None when it has no rows staged): a
+        column added to a stream later is missing from the files pulled before it. Ask before staging
+        more: a compaction merges the files into one that has every column (nulls where rows lacked it)."""
+        attempts_left = _READ_ATTEMPTS
+        while True:
+            files = snapshot(self._directory(sobject)).row_files
+            try:
+                schemas = [pq.read_schema(staged.path) for staged in files]
+            except FileNotFoundError:  # a compaction or refresh replaced the files just now
+                attempts_left -= 1
+                if attempts_left:
+                    continue
+                raise
+            if not schemas:
+                return None
+            return set.intersection(*(set(schema.names) for schema in schemas))
+
     def objects(self) -> list[str]:
         """The objects with something staged, by name."""
         if not self.root.is_dir():

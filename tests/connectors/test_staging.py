@@ -452,3 +452,12 @@ def test_a_million_row_merge_and_compaction(staging: Staging, capsys: pytest.Cap
         print(f"\n1M-row staging: wrote 13 files in {wrote:.2f}s")
         for what, seconds in timings.items():
             print(f"  {what}: {seconds:.2f}s")
+
+
+def test_columns_in_every_file_names_what_older_files_lack(staging: Staging) -> None:
+    assert staging.columns_in_every_file("Task") is None
+    staging.write_part("Task", rows(["00T1"], ["a"]))
+    staging.write_part("Task", rows(["00T2"], ["b"]).append_column("WhoId", pa.array(["003A"])))
+    assert staging.columns_in_every_file("Task") == set(rows(["00T1"], ["a"]).schema.names)
+    staging.compact("Task")  # one base: every column it holds, the missing WhoId as nulls
+    assert "WhoId" in staging.columns_in_every_file("Task")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -120,6 +121,26 @@ def test_full_refresh_pulls_everything_again(fresh_sandbox: RunningSandbox, tmp_
     again = _pull(settings, ["User", "Task"], full_refresh=True)
     assert again.rows == first.rows
     _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])
+
+
+def test_a_field_added_to_a_stream_pulls_the_stream_again_in_full(fresh_sandbox: RunningSandbox,
+                                                                  tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path)
+    user, task = streams_by_name(["User", "Task"])
+    older_task = dataclasses.replace(task, fields=tuple(f for f in task.fields if f not in ("WhoId", "WhatId")))
+    first = run_pull(settings, [user, older_task], options_from_settings(settings))
+    assert _staged(settings, "Task", ["WhoId"])["WhoId"].isna().all()  # pulled before the fields existed
+
+    again = _pull(settings, ["User", "Task"])
+    assert again.rows == first.rows - first.streams[0].rows  # all of Task again; nothing new of User
+    staged = _staged(settings, "Task", ["Id", "WhoId", "WhatId"])
+    assert staged[["WhoId", "WhatId"]].notna().any(axis=None)
+    with sqlite3.connect(fresh_sandbox.org_path) as db:
+        org = dict(db.execute('SELECT Id, WhatId FROM "Task" WHERE IsDeleted = 0'))
+    assert all(org[row.Id] == row.WhatId or (org[row.Id] is None and pd.isna(row.WhatId))
+               for row in staged.itertuples())
+    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])
+    assert _pull(settings, ["User", "Task"]).rows == 0  # and then incremental again
 
 
 def test_session_expiry_in_the_middle_of_a_pull_recovers(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sandbox.generate import profiles as P
 from sandbox.generate import vocabulary as V
 from sandbox.generate.customers import Accounts, Contacts, Leads, Opportunities, own_or_any_account
 from sandbox.generate.marketing import ListEmailSends
@@ -179,7 +180,8 @@ def _list_email_task_rows(rng: np.random.Generator, writer: TableWriter, people:
 
 def write_events(store, streams: RandomStreams, people: Population, records: WorkedRecords,
                  window: Window) -> None:
-    """Writes meetings: customer meetings for sales people (on their accounts), internal ones otherwise.
+    """Writes meetings: with a customer (on the owner's accounts) as often as the persona's
+    CUSTOMER_MEETING_SHARE says (a hybrid's mixes both personas'), internal ones otherwise.
 
     Meetings are booked ahead (CreatedDate up to ten days before StartDateTime) and end before as_of.
     """
@@ -192,8 +194,10 @@ def write_events(store, streams: RandomStreams, people: Population, records: Wor
     start = start - start % (15 * MINUTE_MS)
     start = np.maximum(np.minimum(start, end - duration * MINUTE_MS - 1), people.start_ms[actors])
     finish = np.maximum(np.minimum(start + duration * MINUTE_MS, end - 1), start)
-    cloud = people.cloud[actors]
-    external = (cloud == 0) & (rng.random(n) < 0.75)
+    by_persona = np.array([P.CUSTOMER_MEETING_SHARE.get(label, 0.0) for label in P.PERSONA_LABELS])
+    second = np.where(people.secondary >= 0, people.secondary, people.persona)
+    customer_share = people.mix * by_persona[people.persona] + (1 - people.mix) * by_persona[second]  # hybrids mix
+    external = rng.random(n) < customer_share[actors]
     targets = choose_targets(rng, people, records, actors, start, internal_share=np.where(external, 0.0, 1.0))
     records.contacts.record_activity(targets.contact, start)
     subject = np.where(external, pick(rng, V.SALES_MEETING_SUBJECTS, n), pick(rng, V.INTERNAL_MEETING_SUBJECTS, n))

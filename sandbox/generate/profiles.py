@@ -345,3 +345,11 @@ SETUP_ACTION_MIX: dict[str, tuple[float, float, float]] = {
     "Designer / Developer": (0.0, 0.4, 0.6),
 }
 DEFAULT_SETUP_ACTION_MIX = (0.2, 0.7, 0.1)
+
+# Of each persona's meetings, the share held with a customer (a contact, account or deal attached); the
+# rest are internal. Deal Closers and Trusted Advisors spend their days in front of customers, Pipeline
+# Builders qualify some leads in person, Sales Leaders mostly coach their team but join some deals, Data
+# Experts rarely meet customers; service and marketing meetings are internal.
+CUSTOMER_MEETING_SHARE: dict[str, float] = {
+    "Deal Closer": 0.85, "Trusted Advisor": 0.85, "Pipeline Builder": 0.6, "Sales Leader": 0.35, "Data Expert": 0.1,
+}

@@ -1,6 +1,6 @@
 """Tunes a persona catalog's thresholds, ramps, weights and minimum scores on generated sandbox orgs.
 
-Run: .venv/bin/python bench/tune_catalog.py [--catalog catalogs/default.yaml] [--seeds 1 2 3 4 5]
+Run: .venv/bin/python bench/tune_catalog.py [--catalog catalogs/default.yaml] [--seeds 1 2 ... 10]
                                             [--validate 11 12 13 14 15] [--passes 3] [--add] [--write]
 
 How the default catalog was made: the conditions were written by hand from the persona research (what
@@ -9,8 +9,10 @@ condition at a time it tries a lower and higher threshold, a narrower and wider 
 and higher weight, or dropping it, and keeps a change when it raises the objective, the mean macro-F1
 over the tuning orgs: medium orgs of --seeds with the default generator settings, and the same seeds
 with twice the hybrids and twice the noise (the issue's "hard" org). `--add` also tries new conditions
-on every feature, a few at a time, where one helps by at least --min-gain. Each pass prints the
-objective on the validation seeds too (never tuned on), to show whether a gain is real or overfit.
+on every share and people feature, a few at a time, where one helps by at least --min-gain. Each pass
+prints the objective on the validation seeds too (never tuned on), to show whether a gain is real or
+overfit. No change may let a user with no activity at all reach a persona's min_score (the catalog's
+promise that such a user is Unassigned): min scores too low for that are lifted first.
 
 `--write` rewrites the catalog's condition lines and min_score values in place (the rest of the file,
 its notes and comments, is kept); each condition's comment names the personas it tells this one
@@ -408,7 +410,7 @@ def condition_lines(tunable: Tunable, orgs: list[Org], persona: int) -> list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", type=Path, default=default_catalog_path())
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
     parser.add_argument("--validate", type=int, nargs="*", default=[11, 12, 13, 14, 15])
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--add", action="store_true", help="also try new conditions on every feature")

@@ -392,6 +392,16 @@ def test_features_tell_the_true_personas_apart(sandbox: RunningSandbox, small_fe
     assert median["articles_written"].idxmax() == "Expert Agent"
     assert median["case_reassignments"].idxmax() == "Team Leader"
     assert median["email_templates"].idxmax() == "Designer / Developer"
+    # How the work is done, read from fields the pull brings (CallType, WhoId, WhatId, Section, ManagerId).
+    assert median.loc["Case Solver", "inbound_call_share"] > median.loc["Deal Closer", "inbound_call_share"]
+    assert median.loc["Case Solver", "case_task_share"] > 0.5 > median.loc["Pipeline Builder", "case_task_share"]
+    assert median.loc["Marketing Specialist", "internal_task_share"] > median.loc["Case Solver", "internal_task_share"]
+    assert median.loc["Deal Closer", "customer_meeting_share"] > median.loc["Data Expert", "customer_meeting_share"]
+    assert median.loc["Service Admin", "user_admin_share"] > median.loc["IT Services", "user_admin_share"]
+    assert median.loc["IT Services", "automation_share"] > median.loc["Service Admin", "automation_share"]
+    assert median.loc["Trusted Advisor", "upsell_share"] > median.loc["Deal Closer", "upsell_share"]
+    assert median.loc["Expert Agent", "escalated_share"] > median.loc["Case Solver", "escalated_share"]
+    assert median.loc["Strategic Leader", "reports_who_manage"] > median.loc["Marketing Manager", "reports_who_manage"]
 
 
 # --- detail features: how the work is done ------------------------------------------------------------
@@ -417,6 +427,7 @@ def detail_features(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
         *_rows(2, **task, TaskSubtype="Task", WhoId="", WhatId=""),  # about nobody
         *_rows(1, **task, TaskSubtype="Email"),  # about nobody (nulls)
         *_rows(1, **task, TaskSubtype="Email", WhatId="006A00000000001"),  # on a deal
+        *_rows(1, **task, WhatId="001A00000000001"),  # no subtype (older tasks): still a task logged
         *_rows(4, **task, TaskSubtype="ListEmail"),  # recipients of a list email: not logged tasks
     ])
     _stage(staging, "Event", [
@@ -445,9 +456,9 @@ def test_call_direction_and_what_tasks_are_about(detail_features: pd.DataFrame) 
     agent = detail_features.loc[AGENT]
     assert agent["inbound_calls"] == 3 / 2 and agent["calls"] == 4 / 2
     assert agent["inbound_call_share"] == pytest.approx(3 / 4)
-    assert agent["tasks_logged"] == 8 / 2  # 4 calls, 2 to-dos, 2 emails; list email recipients not counted
-    assert agent["internal_task_share"] == pytest.approx(3 / 8)  # the to-dos with '' ids and the bare email
-    assert agent["case_task_share"] == pytest.approx(3 / 8)  # WhatId with the Case key prefix 500
+    assert agent["tasks_logged"] == 9 / 2  # 4 calls, 2 to-dos, 2 emails, 1 without subtype; not list emails
+    assert agent["internal_task_share"] == pytest.approx(3 / 9)  # the to-dos with '' ids and the bare email
+    assert agent["case_task_share"] == pytest.approx(3 / 9)  # WhatId with the Case key prefix 500
 
 
 def test_customer_meetings_have_a_contact_lead_account_or_deal(detail_features: pd.DataFrame) -> None:

@@ -154,14 +154,14 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     return report
 
 
-def _needs_full_pull(staging: Staging, stream: Stream, schema: pa.Schema, has_watermark: bool) -> bool:
+def _needs_full_pull(staging: Staging, stream: Stream, schema: pa.Schema) -> bool:
     """Whether rows staged earlier lack a field the stream now selects (a field added to the stream
     since): an incremental pull would leave those rows without it for good, so the stream is pulled again
     from its history start, as a full refresh that swaps in atomically."""
-    if not has_watermark:
-        return False
     staged = staging.columns_in_every_file(stream.sobject)
-    missing = [column for column in schema.names if staged is not None and column not in staged]
+    if staged is None:
+        return False
+    missing = [column for column in schema.names if column not in staged]
     if missing:
         log.warning("pull %s: the staged rows lack %s (added to the stream since they were pulled); pulling "
                     "the stream again in full", stream.sobject, ", ".join(missing))
@@ -182,7 +182,7 @@ def _pull_stream(client: SalesforceClient, staging: Staging, state: StateStore, 
     name = stream.sobject
     schema = arrow_schema(stream, _field_types(client, name))
     stored = None if options.full_refresh else state.watermark(name)
-    refreshing = options.full_refresh or _needs_full_pull(staging, stream, schema, stored is not None)
+    refreshing = options.full_refresh or _needs_full_pull(staging, stream, schema)
     watermark = None if refreshing else stored
     history_start = stored.history_start if stored else now - timedelta(days=options.history_days)
     since = _since(stream, watermark.value if watermark else None, history_start, options.overlap)

@@ -148,14 +148,15 @@ class Staging:
             return self.read_arrow(sobject, [ID]).num_rows
 
     def columns_in_every_file(self, sobject: str) -> set[str] | None:
-        """The columns every staged row file of the object has (None when it has no rows staged): a
-        column added to a stream later is missing from the files pulled before it. Ask before staging
-        more: a compaction merges the files into one that has every column (nulls where rows lacked it)."""
+        """The columns every staged file with rows has (None when no rows are staged): a column added to
+        a stream later is missing from the files pulled before it. Ask before staging more: a compaction
+        merges the files into one that has every column (nulls where rows lacked it)."""
         attempts_left = _READ_ATTEMPTS
         while True:
             files = snapshot(self._directory(sobject)).row_files
             try:
-                schemas = [pq.read_schema(staged.path) for staged in files]
+                footers = [pq.read_metadata(staged.path) for staged in files]
+                schemas = [footer.schema.to_arrow_schema() for footer in footers if footer.num_rows]
             except FileNotFoundError:  # a compaction or refresh replaced the files just now
                 attempts_left -= 1
                 if attempts_left:

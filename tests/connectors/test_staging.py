@@ -461,3 +461,9 @@ def test_columns_in_every_file_names_what_older_files_lack(staging: Staging) -> 
     assert staging.columns_in_every_file("Task") == set(rows(["00T1"], ["a"]).schema.names)
     staging.compact("Task")  # one base: every column it holds, the missing WhoId as nulls
     assert "WhoId" in staging.columns_in_every_file("Task")
+
+
+def test_files_without_rows_do_not_count_for_columns(staging: Staging) -> None:
+    refresh = staging.begin_refresh("Quote")
+    refresh.commit()  # a refresh of an object with no rows at all
+    assert staging.columns_in_every_file("Quote") is None

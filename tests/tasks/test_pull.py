@@ -143,6 +143,18 @@ def test_a_field_added_to_a_stream_pulls_the_stream_again_in_full(fresh_sandbox:
     assert _pull(settings, ["User", "Task"]).rows == 0  # and then incremental again
 
 
+def test_rows_lacking_a_field_are_pulled_again_even_after_the_state_database_was_lost(
+        fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    user, task = streams_by_name(["User", "Task"])
+    older_task = dataclasses.replace(task, fields=tuple(f for f in task.fields if f != "CallType"))
+    run_pull(_settings(fresh_sandbox, tmp_path), [user, older_task],
+             options_from_settings(_settings(fresh_sandbox, tmp_path)))
+    settings = _settings(fresh_sandbox, tmp_path, state_database_url=f"sqlite:///{tmp_path / 'new-state.db'}")
+    _pull(settings, ["User", "Task"])  # no watermark: a first pull, over rows staged without CallType
+    assert _staged(settings, "Task", ["CallType"])["CallType"].notna().any()
+    assert Staging(settings.staging_path).columns_in_every_file("Task") >= set(task.columns)
+
+
 def test_session_expiry_in_the_middle_of_a_pull_recovers(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
     settings = _settings(fresh_sandbox, tmp_path)
     expired: list[int] = []

@@ -32,9 +32,10 @@ Decisions the data forces (each also in the feature's meaning or source):
 - Logins: successful ones only (Status 'Success'); API when ApiType is set (not null, '' or 'N/A'),
   whatever the LoginType; else mobile when Application or Platform names iOS or Android; else browser.
   A 'Remote Access 2.0' login with neither (a desktop OAuth app) is therefore a browser login.
-- Detail features say how the work is done, not how much: call direction (Task.CallType), tasks and
-  meetings about no customer record (neither WhoId nor WhatId) or on a case (WhatId with the Case key
-  prefix 500), which own deals are upsells and which own cases are escalated (of those opened in the
+- Detail features say how the work is done, not how much: call direction (Task.CallType), tasks
+  about no record (neither WhoId nor WhatId) or on a case (WhatId with the Case key prefix 500),
+  meetings with a customer (WhoId or WhatId set: a contact or lead, an account, deal or other record),
+  which own deals are upsells and which own cases are escalated (of those opened in the
   window), and which kind of setup change (by SetupAuditTrail.Section; sections not listed as user
   administration or automation are customisation). They are not activity of their own kind, so
   activity_total does not include them; each has a share of the rate it details.
@@ -404,7 +405,8 @@ _DETAIL: tuple[Feature, ...] = (
           Count("Task", "OwnerId", "CreatedDate", (*_TASKS_LOGGED, is_blank("WhoId", "WhatId")))),
     _rate("case_tasks", "tasks logged on a case",
           Count("Task", "OwnerId", "CreatedDate", (*_TASKS_LOGGED, starts_with("WhatId", _CASE_KEY_PREFIX, "a Case")))),
-    _rate("customer_meetings", "meetings with a customer (a contact, lead, account or deal attached)",
+    _rate("customer_meetings",
+          "meetings with a customer (about a contact or lead, or an account, deal or other record)",
           Count("Event", "OwnerId", "StartDateTime", (is_set("WhoId", "WhatId"),))),
     _rate("opportunities_opened", "own opportunities opened",
           Count("Opportunity", "OwnerId", "CreatedDate")),
@@ -584,7 +586,7 @@ def _direct_reports(users: pa.Table, window: Window,
     created = _column(users, "CreatedDate", _TIMESTAMP)
     before = pc.fill_null(pc.less(created, pa.scalar(window.as_of, type=pa.timestamp("us", tz="UTC"))), True)
     counted = users.filter(pc.and_(pc.fill_null(_column(users, "IsActive", pa.bool_()), False), before))
-    managers = counted["ManagerId"]
+    managers = _column(counted, "ManagerId", pa.string())
     leading = pc.is_in(counted["Id"], value_set=pc.unique(managers.drop_null()))
     managers_of_leads = managers.filter(leading)
     return ([_per_user(managers, ids) for ids in partitions],

@@ -297,6 +297,13 @@ def test_direct_reports_counts_only_active_reports_created_before_as_of(tiny_fea
     assert tiny_features.loc[REP, "direct_reports"] == 0
 
 
+def test_an_org_where_nobody_has_a_manager_has_no_reports(tmp_path: Path) -> None:
+    staging = Staging(tmp_path)
+    _stage(staging, "User", [{"Id": REP, "IsActive": True, "CreatedDate": BEFORE}])  # no ManagerId column at all
+    features = compute_features(staging, TINY)
+    assert (features.loc[REP, "direct_reports"], features.loc[REP, "reports_who_manage"]) == (0, 0)
+
+
 def test_activity_total_and_mix_shares(tiny_features: pd.DataFrame) -> None:
     rep = tiny_features.loc[REP]
     activity = sum(count for name, count in REP_COUNTS.items() if not name.startswith("logins_"))

@@ -11,8 +11,8 @@ over the tuning orgs: medium orgs of --seeds with the default generator settings
 with twice the hybrids and twice the noise (the issue's "hard" org). `--add` also tries new conditions
 on every share and people feature, a few at a time, where one helps by at least --min-gain. Each pass
 prints the objective on the validation seeds too (never tuned on), to show whether a gain is real or
-overfit. No change may let a user with no activity at all reach a persona's min_score (the catalog's
-promise that such a user is Unassigned): min scores too low for that are lifted first.
+overfit. No change may let a user with no activity and no reports reach a persona's min_score (the
+catalog's promise that such a user is Unassigned): min scores too low for that are lifted first.
 
 `--write` rewrites the catalog's condition lines and min_score values in place (the rest of the file,
 its notes and comments, is kept); each condition's comment names the personas it tells this one
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 from evaluate_orgs import AS_OF, org_home, stage_org  # noqa: E402
-from personas.catalog import UNASSIGNED, default_catalog_path, load_catalog  # noqa: E402
+from personas.catalog import default_catalog_path, load_catalog  # noqa: E402
 from personas.features import FEATURES, PEOPLE, SHARE, Window, compute_features_partitioned  # noqa: E402
+from personas.rules import credit_of, values_of  # noqa: E402
 
 KINDS = {"medium": (0.1, 1.0), "hard": (0.2, 2.0)}  # (hybrid share, noise)
 INF = math.inf
@@ -74,7 +74,6 @@ class Tunable:
     labels: list[str]
     conditions: list[list[Cond]]
     min_scores: list[float]
-    gated: list[bool] = field(default_factory=list)  # personas with required/exclusion tests (kept as is)
 
 
 def read_tunable(path: Path) -> Tunable:
@@ -98,7 +97,6 @@ def read_tunable(path: Path) -> Tunable:
 class Org:
     """One generated, pulled org: its active users' features and true persona codes."""
 
-    name: str
     kind: str
     features: pd.DataFrame
     truth: np.ndarray  # persona code per row (catalog order); -1 when the truth is not a catalog persona
@@ -107,12 +105,7 @@ class Org:
 
     def values(self, subject: tuple[str, ...]) -> np.ndarray:
         if subject not in self.cache:
-            if len(subject) == 1:
-                self.cache[subject] = self.features[subject[0]].to_numpy(dtype=float)
-            else:
-                top, bottom = (self.features[name].to_numpy(dtype=float) for name in subject)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    self.cache[subject] = np.where(bottom != 0, top / bottom, np.nan)
+            self.cache[subject] = values_of(subject, self.features)
         return self.cache[subject]
 
 
@@ -127,21 +120,13 @@ def load_org(root: Path, kind: str, seed: int, labels: list[str], window_days: i
     code = {label: i for i, label in enumerate(labels)}
     truth = details["persona"].map(code).fillna(-1).astype(int).to_numpy()
     pure = (details["secondary_persona"].isna() & (details["activity_level"] == "normal")).to_numpy()
-    return Org(f"{kind}-{seed}", kind, features, truth, pure)
+    return Org(kind, features, truth, pure)
 
 
 # --- scoring ---------------------------------------------------------------------------------------------
 
 def credit(values: np.ndarray, cond: Cond) -> np.ndarray:
-    """As personas.rules.condition_credit (kept in step by test_tuner_scores_like_the_rule_engine)."""
-    with np.errstate(invalid="ignore"):
-        if cond.soft is None:
-            result = ((values >= cond.low) & (values <= cond.high)).astype(float)
-        else:
-            below = np.clip((values - (cond.low - cond.soft)) / cond.soft, 0.0, 1.0)
-            above = np.clip(((cond.high + cond.soft) - values) / cond.soft, 0.0, 1.0)
-            result = np.minimum(below, above)
-    return np.nan_to_num(result, nan=0.0)
+    return credit_of(values, cond.low, cond.high, cond.soft)
 
 
 def persona_scores(org: Org, conds: list[Cond]) -> np.ndarray:
@@ -151,7 +136,7 @@ def persona_scores(org: Org, conds: list[Cond]) -> np.ndarray:
 
 
 def idle_score(conds: list[Cond]) -> float:
-    """The score of a user with no activity at all (every feature 0, so every ratio undefined)."""
+    """The score of a user with no activity and no reports (every feature 0, so every ratio undefined)."""
     weights = np.array([c.weight for c in conds])
     credits = [credit(np.array([0.0 if len(c.subject) == 1 else np.nan]), c)[0] for c in conds]
     return round(float(weights @ np.array(credits) / weights.sum()), 6)
@@ -388,8 +373,10 @@ def write_catalog(path: Path, tunable: Tunable, orgs: list[Org]) -> None:
             skipping = True
             continue
         out.append(line)
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    load_catalog(path)  # still a valid catalog
+    written = path.with_name(f".{path.name}.tuned")
+    written.write_text("\n".join(out) + "\n", encoding="utf-8")
+    load_catalog(written)  # a valid catalog, or the original stays as it was
+    written.replace(path)
 
 
 def condition_lines(tunable: Tunable, orgs: list[Org], persona: int) -> list[str]:
@@ -433,17 +420,18 @@ def main() -> None:
     orgs, held_out = load(args.seeds), load(args.validate)
     scorer = Scorer(orgs, tunable)
 
+    def by_kind(found: list[Org], f1s: list[float]) -> str:
+        return " ".join(f"{kind} {np.mean([f1 for org, f1 in zip(found, f1s) if org.kind == kind]):.4f}"
+                        for kind in KINDS)
+
     def report(stage: str) -> None:
-        tuned = scorer.f1s()
-        line = f"{stage}: tuning medium {np.mean(tuned[:len(args.seeds)]):.4f} hard {np.mean(tuned[len(args.seeds):]):.4f}"
+        line = f"{stage}: tuning {by_kind(orgs, scorer.f1s())}"
         if held_out:
-            checked = Scorer(held_out, tunable).f1s()
-            half = len(args.validate)
-            line += f" | validation medium {np.mean(checked[:half]):.4f} hard {np.mean(checked[half:]):.4f}"
+            line += f" | validation {by_kind(held_out, Scorer(held_out, tunable).f1s())}"
         print(line, flush=True)
 
     report("start")
-    feature_names = [f.name for f in FEATURES if f.unit in (SHARE, PEOPLE) or f.name.endswith("_share")]
+    feature_names = [f.name for f in FEATURES if f.unit in (SHARE, PEOPLE)]
     for number in range(1, args.passes + 1):
         began = time.perf_counter()
         if args.add:

@@ -25,8 +25,8 @@ from persona_sync.errors import PersonaSyncError
 from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
 from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio
 
-__all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "explain", "holds",
-           "score_personas", "subject_values"]
+__all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "credit_of", "explain",
+           "holds", "score_personas", "subject_values", "values_of"]
 
 REASON_MAX_CHARS = 255  # the Salesforce text field the reason is written to
 REASON_TOP_CONDITIONS = 3
@@ -62,9 +62,14 @@ def _persona_score(persona: Persona, features: pd.DataFrame) -> np.ndarray:
 
 def subject_values(criterion: Criterion, features: pd.DataFrame) -> np.ndarray:
     """The values a test looks at: the feature, or numerator / denominator (NaN where the denominator is 0)."""
-    if criterion.feature is not None:
-        return features[criterion.feature].to_numpy(dtype=float)
-    numerator, denominator = (features[name].to_numpy(dtype=float) for name in criterion.ratio or ())
+    return values_of((criterion.feature,) if criterion.feature is not None else tuple(criterion.ratio or ()), features)
+
+
+def values_of(subject: tuple[str, ...], features: pd.DataFrame) -> np.ndarray:
+    """A subject's values: one feature, or (numerator, denominator) divided, NaN where the denominator is 0."""
+    if len(subject) == 1:
+        return features[subject[0]].to_numpy(dtype=float)
+    numerator, denominator = (features[name].to_numpy(dtype=float) for name in subject)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator != 0, numerator / denominator, np.nan)
 
@@ -78,14 +83,20 @@ def holds(criterion: Criterion, features: pd.DataFrame) -> np.ndarray:
 
 def condition_credit(condition: Condition, features: pd.DataFrame) -> np.ndarray:
     """Each user's credit (0..1) for one weighted condition: a step, or a linear ramp of width `soft`."""
-    values = subject_values(condition, features)
     low, high = condition.bounds
-    if condition.soft is None:
+    return credit_of(subject_values(condition, features), low, high, condition.soft)
+
+
+def credit_of(values: np.ndarray, low: float, high: float, soft: float | None) -> np.ndarray:
+    """The credit (0..1) of `values` for a test between `low` and `high` (ends included; -inf / inf for
+    at_most / at_least): 1 inside, 0 outside, or with `soft` a linear ramp over that width outside the
+    bounds. NaN (a ratio over zero) gets 0."""
+    if soft is None:
         credit = ((values >= low) & (values <= high)).astype(float)
     else:
         with np.errstate(invalid="ignore"):
-            from_below = np.clip((values - (low - condition.soft)) / condition.soft, 0.0, 1.0)
-            from_above = np.clip(((high + condition.soft) - values) / condition.soft, 0.0, 1.0)
+            from_below = np.clip((values - (low - soft)) / soft, 0.0, 1.0)
+            from_above = np.clip(((high + soft) - values) / soft, 0.0, 1.0)
         credit = np.minimum(from_below, from_above)
     return np.nan_to_num(credit, nan=0.0)
 

@@ -35,7 +35,7 @@ def random_org() -> tune_catalog.Org:
         columns[feature.name] = np.where(rng.uniform(size=users) < 0.2, 0.0, values)
     features = pd.DataFrame(columns, index=[f"005RANDOM{n:06d}" for n in range(users)])
     truth = rng.integers(-1, 14, users)
-    return tune_catalog.Org("random", "medium", features, truth, pure=truth >= 0)
+    return tune_catalog.Org("medium", features, truth, pure=truth >= 0)
 
 
 def test_tuner_scores_like_the_rule_engine(random_org: tune_catalog.Org) -> None:

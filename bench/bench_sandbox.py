@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.salesforce import connect  # noqa: E402
-from persona_sync.local_sandbox import settings_for  # noqa: E402
-from persona_sync.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from persona_sync.embedded_org import pointed_at  # noqa: E402
 from sandbox.runner import SandboxConfig, prepare_org, start_sandbox_process  # noqa: E402
 
 BULK_ROWS = 1_000_000
@@ -64,8 +64,7 @@ def main() -> None:
 
     sandbox = start_sandbox_process(config)
     try:
-        settings = settings_for(Settings(_env_file=None), sandbox)
-        sf = connect(settings)
+        sf = connect(pointed_at(Settings(_env_file=None), sandbox).salesforce())
         pid = int(__import__("json").loads((data_dir / "sandbox.json").read_text())["pid"])
 
         soql = ("SELECT Id, OwnerId, WhoId, WhatId, Subject, TaskSubtype, Status, IsClosed, ActivityDate, "

@@ -27,14 +27,14 @@ import pandas as pd  # noqa: E402
 
 from connectors.salesforce.streams import STREAMS  # noqa: E402
 from connectors.staging import Staging  # noqa: E402
-from persona_sync.local_sandbox import settings_for  # noqa: E402
-from persona_sync.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from persona_sync.embedded_org import pointed_at  # noqa: E402
 from personas.catalog import Catalog, default_catalog_path, load_catalog  # noqa: E402
 from personas.evaluation import Evaluation, evaluate  # noqa: E402
 from personas.features import Window, compute_features_partitioned  # noqa: E402
 from personas.rules import assign  # noqa: E402
 from sandbox.runner import SandboxConfig, start_sandbox  # noqa: E402
-from tasks.pull import options_from_settings, run_pull  # noqa: E402
+from tasks.pull import run_pull  # noqa: E402
 
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -53,13 +53,13 @@ def stage_org(home: Path, preset: str, seed: int, hybrid_share: float, noise: fl
         sandbox = start_sandbox(SandboxConfig(data_dir=settings.sandbox_data_dir, preset=preset, seed=seed,
                                               as_of=AS_OF, hybrid_share=hybrid_share, noise=noise))
         try:
-            pulled = settings_for(settings, sandbox)
-            run_pull(pulled, list(STREAMS), options_from_settings(pulled))
+            pulled = pointed_at(settings, sandbox)
+            run_pull(pulled.salesforce(), pulled.state(), pulled.staging(), pulled.pull(), list(STREAMS))
         finally:
             sandbox.stop()
         done.write_text("ok\n")
         print(f"  staged {home.name} in {time.perf_counter() - began:.0f} s", flush=True)
-    return Staging(settings.staging_path)
+    return Staging.from_config(settings.staging())
 
 
 def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int) -> Evaluation:

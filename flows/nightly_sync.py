@@ -1,56 +1,24 @@
 """The nightly sync: pull -> features -> assign, as one Prefect flow and one run in the ledger.
 
-Read it top to bottom like a recipe; each step is a task (retries and logs in the Prefect UI), and
-each task is a thin wrapper over a stage function in `tasks/` that can be tested without Prefect.
-Later stages (validation, push, history) extend this flow.
+It reads top to bottom like a recipe: each step is a task of `tasks/steps.py`, itself a thin wrapper
+over a stage function in `tasks/`. Later stages (validation, push, history) extend it.
 
-With no settings, the flow runs against the local sandbox org (started for the run when none is
-running) and keeps its state under `.persona-sync/`.
+Settings come from PERSONA_SYNC_* variables (core/settings.py). The org must be configured: with none,
+the flow fails at once and says what to set. It never falls back to the local synthetic sandbox; only
+the `persona-sync` command does that, for a first try on a laptop.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 
-from connectors.salesforce.streams import streams_by_name
 from connectors.state import StateStore
-from persona_sync.local_sandbox import org_settings
-from persona_sync.settings import Settings, load_settings
-from tasks.personas import AssignmentSummary, assign_and_store, compute_and_store_features
-from tasks.pull import PullReport, options_from_settings, run_pull
-
-
-@task(name="pull", cache_policy=NO_CACHE)
-def pull_task(settings: Settings, run_id: str, full_refresh: bool) -> PullReport:
-    """Pulls what changed in the org into staging (see tasks/pull.py)."""
-    report = run_pull(settings, streams_by_name(None), options_from_settings(settings, full_refresh=full_refresh),
-                      run_id=run_id)
-    get_run_logger().info("pulled %s rows (%s quarantined) with %s API calls", f"{report.rows:,}",
-                          f"{report.quarantined:,}", f"{report.api_calls:,}")
-    return report
-
-
-@task(name="features", cache_policy=NO_CACHE)
-def features_task(settings: Settings, as_of: datetime) -> str:
-    """Computes per-user features for the window ending at `as_of`; returns the file's path."""
-    return str(compute_and_store_features(settings, as_of))
-
-
-@task(name="assign", cache_policy=NO_CACHE)
-def assign_task(settings: Settings, features_file: str, run_id: str, as_of: datetime) -> AssignmentSummary:
-    """Assigns personas from the catalog and stores them with the run id, as-of and catalog version."""
-    from pathlib import Path
-
-    summary = assign_and_store(settings, Path(features_file), run_id, as_of)
-    create_table_artifact(
-        key="persona-distribution",
-        table=[{"persona": persona, "users": users} for persona, users in summary.distribution.items()],
-        description=f"Personas at {as_of:%Y-%m-%d %H:%M} UTC, catalog {summary.catalog_version}, run {run_id}")
-    return summary
+from core.settings import load_settings
+from tasks import steps
+from tasks.personas import AssignmentSummary
+from tasks.reporting import run_counts
 
 
 @flow(name="nightly_sync")
@@ -62,29 +30,15 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False) -> A
     """
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     settings = load_settings()
-    state = StateStore(settings.state_url)
+    org = settings.salesforce()  # no org configured: stop here, before anything is touched
+    state = StateStore.from_config(settings.state())
     state.ensure_schema()
-    run_id = state.start_run("nightly_sync", {"as_of": as_of.isoformat(), "full_refresh": full_refresh})
-    logger = get_run_logger()
-    logger.info("run %s: as-of %s", run_id, as_of.isoformat())
-    try:
-        with org_settings(settings) as resolved:
-            report = pull_task(resolved, run_id, full_refresh)
-            features_file = features_task(resolved, as_of)
-            summary = assign_task(resolved, features_file, run_id, as_of)
-    except BaseException as error:
-        state.finish_run(run_id, "failed", error=str(error))
-        raise
-    state.finish_run(run_id, "succeeded", api_calls=report.api_calls,
-                     counts={**report.counts(), "users": summary.users, "personas": summary.distribution})
-    create_markdown_artifact(key="nightly-sync", markdown=_summary_markdown(report, summary))
+    with state.recorded_run("nightly_sync", {"as_of": as_of.isoformat(), "full_refresh": full_refresh}) as run:
+        get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
+        report = steps.pull_changes(org, settings.state(), settings.staging(), settings.pull(), run.id, full_refresh)
+        run.api_calls = report.api_calls
+        features_file = steps.features(settings.personas(), settings.staging(), as_of)
+        summary = steps.assignments(settings.personas(), settings.state(), features_file, run.id, as_of)
+        run.counts.update(run_counts(report, summary))
+    steps.run_summary(report, summary)
     return summary
-
-
-def _summary_markdown(report: PullReport, summary: AssignmentSummary) -> str:
-    lines = [f"# Nightly sync {summary.run_id}", "",
-             f"As-of **{summary.as_of:%Y-%m-%d %H:%M} UTC**, catalog **{summary.catalog_version}**.", "",
-             f"Pulled {report.rows:,} rows ({report.quarantined:,} quarantined) with {report.api_calls:,} API calls.",
-             "", "| persona | users |", "|---|---:|"]
-    lines += [f"| {persona} | {users:,} |" for persona, users in summary.distribution.items()]
-    return "\n".join(lines)

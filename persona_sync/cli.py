@@ -6,27 +6,31 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from persona_sync.errors import PersonaSyncError
-from persona_sync.settings import load_settings
-from sandbox.cli import app as sandbox_app
+from core.errors import PersonaSyncError
+from core.settings import Settings, load_settings
+from persona_sync.embedded_org import exported, org_for_command
+from sandbox.cli import sandbox_commands
 from sandbox.runner import SandboxError
 from sandbox.store import StoreError
 
 app = typer.Typer(
     help="persona-sync: turn what people do in Salesforce into persona fields every system can act on.\n\n"
-         "Settings come from PERSONA_SYNC_* environment variables (or .env); with none, persona-sync "
-         "uses the local sandbox org.",
+         "Settings come from PERSONA_SYNC_* environment variables (or .env). With no org configured, the "
+         "commands that talk to an org use the local synthetic sandbox org, and say so first.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(sandbox_commands(data_dir=lambda: load_settings().sandbox_data_dir,
+                               port=lambda: load_settings().sandbox_port), name="sandbox")
 console = Console()
+# What the commands print instead of a traceback: our own errors, and the sandbox's when it cannot start.
+_EXPECTED_ERRORS = (PersonaSyncError, SandboxError, StoreError)
 
 
 @app.callback()
@@ -49,18 +53,14 @@ def _configure_logging(level: int) -> None:
 def demo() -> None:
     """Start the local sandbox org and query it through simple-salesforce over HTTPS (REST and Bulk 2.0)."""
     from connectors.salesforce import connect
-    from persona_sync.local_sandbox import org_settings
 
-    settings = load_settings()
     started = time.monotonic()
     try:
-        with org_settings(settings) as resolved:
+        with _org(load_settings()) as resolved:
             console.print(f"Org: {resolved.salesforce_login_url}  (ready in {time.monotonic() - started:.1f} s)")
-            sf = connect(resolved)
-            _show_org(sf)
-    except (PersonaSyncError, SandboxError, StoreError) as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+            _show_org(connect(resolved.salesforce()))
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
 
 
 @app.command()
@@ -71,16 +71,19 @@ def query(
 ) -> None:
     """Run a SOQL query against the configured org and print the rows."""
     from connectors.salesforce import connect
-    from persona_sync.local_sandbox import org_settings
+    from connectors.salesforce.soql import sobject_of
 
     try:
-        with org_settings(load_settings()) as resolved:
-            sf = connect(resolved)
+        sobject = sobject_of(soql) if bulk else ""
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="SOQL") from error
+    try:
+        with _org(load_settings()) as resolved:
+            sf = connect(resolved.salesforce())
             if bulk:
                 import csv
                 import io
 
-                sobject = soql.split()[soql.lower().split().index("from") + 1]
                 rows: list[dict] = []
                 for page in getattr(sf.bulk2, sobject).query(soql, wait=0.2):
                     rows.extend(csv.DictReader(io.StringIO(page)))
@@ -88,9 +91,8 @@ def query(
             else:
                 records = [{key: value for key, value in record.items() if key != "attributes"}
                            for record in sf.query_all(soql)["records"]]
-    except (PersonaSyncError, SandboxError, StoreError) as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
     except Exception as error:  # simple-salesforce's own errors carry Salesforce's message: show it
         if type(error).__module__.startswith("simple_salesforce"):
             console.print(f"[red]Salesforce refused the query:[/red] {error}")
@@ -107,13 +109,15 @@ def pull(
         help="Force rest or bulk for every object. [default: PERSONA_SYNC_PULL_MODE, auto]")] = None,
     sobject: Annotated[Optional[list[str]], typer.Option(
         "--object", help="Pull only this object (repeatable). [default: every declared stream]")] = None,
+    reconcile: Annotated[bool, typer.Option(
+        help="Also compare the org's Ids with staging now: remove rows the org purged from its recycle bin, read "
+             "rows staging lacks. [default: every PERSONA_SYNC_PULL_RECONCILE_DAYS days]")] = False,
 ) -> None:
     """Pull users and their activity from the org into local staging (incremental; REST or Bulk API 2.0)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from connectors.salesforce.streams import streams_by_name
-    from persona_sync.local_sandbox import org_settings
-    from tasks.pull import options_from_settings, run_pull
+    from tasks.pull import run_pull
 
     if mode not in (None, "auto", "rest", "bulk"):
         raise typer.BadParameter("use auto, rest or bulk", param_hint="--mode")
@@ -121,8 +125,7 @@ def pull(
         streams = streams_by_name(sobject)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--object") from error
-    settings = load_settings()
-    options = options_from_settings(settings, full_refresh=full_refresh, mode=mode)  # type: ignore[arg-type]
+    settings = load_settings(pull_mode=mode)
     progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False)
     bars: dict[str, int] = {}
@@ -133,18 +136,20 @@ def pull(
         progress.update(bars[name], completed=rows, total=max(expected or 0, rows) or None)
 
     try:
-        with org_settings(settings) as resolved, progress:
-            report = run_pull(resolved, streams, options, on_rows=on_rows)
-    except (PersonaSyncError, SandboxError, StoreError) as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        with _org(settings) as resolved, progress:
+            report = run_pull(resolved.salesforce(), resolved.state(), resolved.staging(), resolved.pull(), streams,
+                              full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
     table = Table(title=f"Pull {report.run_id}: {report.rows:,} rows in {report.seconds:.1f} s, "
                         f"{report.api_calls:,} API calls")
-    for column in ("object", "mode", "rows", "deleted", "quarantined", "seconds"):
+    columns = ("object", "mode", "rows", "deleted", "quarantined", "held", "purged", "API calls", "seconds")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("object", "mode") else "right")
     for result in sorted(report.streams, key=lambda item: item.sobject):
         table.add_row(result.sobject, result.mode, f"{result.rows:,}", f"{result.deleted:,}",
-                      f"{result.quarantined:,}", f"{result.seconds:.1f}")
+                      f"{result.quarantined:,}", f"{result.held:,}", f"{result.purged:,}", f"{result.api_calls:,}",
+                      f"{result.seconds:.1f}")
     console.print(table)
 
 
@@ -173,19 +178,20 @@ def run(
 ) -> None:
     """Run the nightly sync once (pull -> features -> assign) as a Prefect flow against the configured org.
 
-    With no settings that is the local sandbox: the persona distribution and the evaluation against the
-    sandbox's truth are printed at the end.
+    With no org configured that is the local synthetic sandbox org (said on the first line), and the
+    evaluation against the sandbox's truth is printed at the end. The flow runs on the Prefect API you
+    configured (PREFECT_API_URL or a Prefect profile); with none, on a temporary local one under <home>/prefect.
     """
     settings = load_settings()
-    _use_local_prefect(settings)
-    from flows.nightly_sync import nightly_sync
-
     moment = as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None
     try:
-        summary = nightly_sync(as_of=moment, full_refresh=full_refresh)
-    except (PersonaSyncError, SandboxError, StoreError) as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from error
+        with _org(settings) as resolved, exported(resolved, settings):
+            _use_local_prefect_unless_configured(resolved)
+            from flows.nightly_sync import nightly_sync
+
+            summary = nightly_sync(as_of=moment, full_refresh=full_refresh)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
     table = Table(title=f"Personas as of {summary.as_of:%Y-%m-%d %H:%M} UTC (catalog {summary.catalog_version}, "
                         f"run {summary.run_id})")
     table.add_column("persona")
@@ -194,7 +200,7 @@ def run(
         table.add_row(persona, f"{users:,}")
     console.print(table)
     truth = settings.sandbox_data_dir / "truth" / "truth.csv"
-    if settings.uses_sandbox and truth.exists():
+    if not settings.org_configured and truth.exists():
         _print_evaluation(settings, summary.run_id, truth, None)
 
 
@@ -212,12 +218,12 @@ def explain(
     settings = load_settings()
     assignments = _assignments_or_exit(settings, run_id)
     as_of = assignments["as_of"].iloc[0]
-    features = pd.read_parquet(features_path(settings, as_of))
+    features = pd.read_parquet(features_path(settings.personas(), as_of))
     key = _find_user(user_id, features.index)
     if key is None:
         console.print(f"[red]error:[/red] no user {user_id} in the features of {as_of:%Y-%m-%d %H:%M} UTC")
         raise typer.Exit(2)
-    console.print(explain_user(key, features, catalog_for(settings)), highlight=False)
+    console.print(explain_user(key, features, catalog_for(settings.personas())), highlight=False)
     if key in assignments.index:
         console.print(f"Assigned in run {assignments.loc[key, 'run_id']}: {assignments.loc[key, 'reason']}",
                       highlight=False)
@@ -238,7 +244,7 @@ def evaluate(
     _print_evaluation(settings, str(assignments["run_id"].iloc[0]), truth, picture)
 
 
-def _print_evaluation(settings, run_id: str, truth_file: Path, picture: Path | None) -> None:
+def _print_evaluation(settings: Settings, run_id: str, truth_file: Path, picture: Path | None) -> None:
     import pandas as pd
 
     from personas.evaluation import evaluate as compare, save_confusion_png
@@ -246,16 +252,17 @@ def _print_evaluation(settings, run_id: str, truth_file: Path, picture: Path | N
 
     state = _state(settings)
     assignments = state.assignments(run_id)
-    features = pd.read_parquet(features_path(settings, assignments["as_of"].iloc[0]), columns=["IsActive"])
+    features = pd.read_parquet(features_path(settings.personas(), assignments["as_of"].iloc[0]),
+                               columns=["IsActive"])
     active = features.index[features["IsActive"].astype(bool)]
-    result = compare(assignments, pd.read_csv(truth_file), only=active, labels=catalog_for(settings).labels)
+    result = compare(assignments, pd.read_csv(truth_file), only=active, labels=catalog_for(settings.personas()).labels)
     console.print(f"Evaluation of run {run_id} against {truth_file} (active users):", highlight=False)
     console.print(result.table(), highlight=False)
     path = save_confusion_png(result, picture or settings.home / f"evaluation-{run_id}.png")
     console.print(f"Confusion matrix saved to {path}", highlight=False)
 
 
-def _assignments_or_exit(settings, run_id: str | None):
+def _assignments_or_exit(settings: Settings, run_id: str | None):
     """The assignments of `run_id` (default: the latest run), or a clear error when there are none."""
     state = _state(settings)
     assignments = state.assignments(run_id) if run_id else state.latest_assignments()
@@ -266,12 +273,25 @@ def _assignments_or_exit(settings, run_id: str | None):
     return assignments
 
 
-def _state(settings):
+def _state(settings: Settings):
     from connectors.state import StateStore
 
-    state = StateStore(settings.state_url)
+    state = StateStore.from_config(settings.state())
     state.ensure_schema()
     return state
+
+
+def _org(settings: Settings):
+    """The configured org, or the local synthetic sandbox (announced on the first line) when there is none."""
+    def announce(message: str) -> None:
+        console.print(f"[yellow]{message}[/yellow]", highlight=False)
+
+    return org_for_command(settings, announce)
+
+
+def _fail(error: BaseException) -> NoReturn:
+    console.print(f"[red]error:[/red] {error}", highlight=False)
+    raise typer.Exit(2) from error
 
 
 def _find_user(user_id: str, index) -> str | None:
@@ -282,17 +302,40 @@ def _find_user(user_id: str, index) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _use_local_prefect(settings) -> None:
-    """Without a Prefect API configured, flows run on a temporary local Prefect server whose state
-    (runs, logs, artifacts) lives under <home>/prefect; telemetry stays off (no internet needed)."""
+def _use_local_prefect_unless_configured(settings: Settings) -> None:
+    """Flows run on the Prefect API the user configured: PREFECT_API_URL, or the active profile of their
+    Prefect home (PREFECT_HOME, else ~/.prefect). With none, on a temporary local Prefect server whose
+    state (runs, logs, artifacts) lives under <home>/prefect. Telemetry stays off either way (no internet
+    needed). Must run before Prefect is imported: Prefect reads its settings once, at import."""
     import os
 
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if _prefect_api_configured() or "PREFECT_HOME" in os.environ:
+        return
     home = (settings.home / "prefect").resolve()
     home.mkdir(parents=True, exist_ok=True)  # Prefect creates its home, but not missing parents of it
-    os.environ.setdefault("PREFECT_HOME", str(home))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ["PREFECT_HOME"] = str(home)
     # The first start creates its database; on a busy 2-core machine that can take longer than 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _prefect_api_configured() -> bool:
+    """Whether PREFECT_API_URL is set, in the environment or in the active Prefect profile."""
+    import os
+    import tomllib
+
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    profiles_file = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
+    if not profiles_file.is_file():
+        return False
+    try:
+        profiles = tomllib.loads(profiles_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
+    return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
 
 
 def _show_org(sf) -> None:

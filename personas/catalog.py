@@ -64,7 +64,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from persona_sync.errors import PersonaSyncError
+from core.errors import PersonaSyncError
 
 Cloud = Literal["Sales", "Service", "Marketing"]
 UNASSIGNED = "Unassigned"  # what a user gets when no persona reaches its minimum; no persona may be called so

@@ -12,11 +12,14 @@ UTC of their day. Rates are normalised per 30 days: `count * 30 / days`.
 Partitions: features are computed per partition of users, and a partition is a unit of work: a
 worker calls `compute_features(staging, window, user_ids=partition)` and gets exactly the rows the
 whole computation would give those users (`partition_users` splits by a stable hash of the Id).
-`compute_features_partitioned` does all partitions in one process and reads each object once for all
-of them. Either way the result is the same whatever the partitioning (tested).
+`compute_features_partitioned` does all partitions in one process: each object is scanned once, its
+rows counted for every user at once, and the counts then split by partition. Either way the result is
+the same whatever the partitioning (tested).
 
-Memory stays bounded: objects are read one at a time, with only the columns their features need,
-filtered to the window in Arrow, and reduced at once to per-user counts (no row reaches pandas).
+Memory stays bounded: objects are read one at a time and one Id bucket at a time (staging's
+`buckets`), with only the columns their features need, filtered to the window in Arrow, and reduced at
+once to per-user counts (no row reaches pandas). This module reads staging through the small
+`StagedRecords` protocol, so it does not depend on how staging is stored.
 
 Decisions the data forces (each also in the feature's meaning or source):
 - list_emails counts ListEmail records (one per bulk send, by OwnerId, CreatedDate), not the Tasks
@@ -49,17 +52,17 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from connectors.staging import Staging
-from persona_sync.errors import PersonaSyncError
+from core.errors import PersonaSyncError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,17 @@ _NO_API_TYPE = ("", "N/A")  # real orgs write 'N/A' in ApiType for interactive l
 
 class FeatureError(PersonaSyncError):
     """Features cannot be computed as asked (bad window, unknown users, nothing staged)."""
+
+
+class StagedRecords(Protocol):
+    """What features read: staged objects, whole (small ones) or one Id bucket at a time (connectors/staging)."""
+
+    root: object
+
+    def read_arrow(self, sobject: str, columns: list[str] | None = None) -> pa.Table: ...
+
+    def buckets(self, sobject: str, columns: list[str] | None = None, *,
+                where: Callable[[pa.Table], pa.Array | pa.ChunkedArray] | None = None) -> Iterator[pa.Table]: ...
 
 
 # --- the window -----------------------------------------------------------------------------------
@@ -460,7 +474,7 @@ def feature_names() -> list[str]:
 
 # --- computing --------------------------------------------------------------------------------------
 
-def compute_features(staging: Staging, window: Window, *, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
+def compute_features(staging: StagedRecords, window: Window, *, user_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Every feature for every staged user (or the users in `user_ids`, a partition), over `window`.
 
     The result is indexed by user Id (staging's order, sorted by Id, or the order of `user_ids`), with
@@ -488,7 +502,7 @@ def partition_users(user_ids: Sequence[str], partitions: int) -> list[list[str]]
     return buckets
 
 
-def compute_features_partitioned(staging: Staging, window: Window, partitions: int) -> pd.DataFrame:
+def compute_features_partitioned(staging: StagedRecords, window: Window, partitions: int) -> pd.DataFrame:
     """`compute_features` for every staged user, done partition by partition, in one process.
 
     Each object is read once and counted for every partition in turn; the per-partition frames are
@@ -502,16 +516,23 @@ def compute_features_partitioned(staging: Staging, window: Window, partitions: i
     return pd.concat(frames).reindex(pd.Index(ids, name="Id"))
 
 
-def _compute(staging: Staging, window: Window, users: pa.Table, partitions: list[list[str]]) -> list[pd.DataFrame]:
-    """One frame per partition; reads each object once for all partitions."""
-    value_sets = [pa.array(ids, type=pa.string()) for ids in partitions]
-    counts = _count_activity(staging, window, value_sets)
-    reports, leads = _direct_reports(users, window, value_sets)
+def _compute(staging: StagedRecords, window: Window, users: pa.Table,
+             partitions: list[list[str]]) -> list[pd.DataFrame]:
+    """One frame per partition; scans each object once, counting for every user, then splits the counts."""
+    everyone = users["Id"].combine_chunks()
+    counts = _count_activity(staging, window, everyone)
+    reports, leads = _direct_reports(users, window, everyone)
     context = _context(staging, users)
-    return [_frame(ids, window, counts[i], reports[i], leads[i], context) for i, ids in enumerate(value_sets)]
+    frames = []
+    for ids in partitions:
+        value_set = pa.array(ids, type=pa.string())
+        rows = pc.index_in(value_set, value_set=everyone).to_numpy(zero_copy_only=False)
+        frames.append(_frame(value_set, window, {name: total[rows] for name, total in counts.items()},
+                             reports[rows], leads[rows], context))
+    return frames
 
 
-def _staged_users(staging: Staging) -> pa.Table:
+def _staged_users(staging: StagedRecords) -> pa.Table:
     users = staging.read_arrow("User", ["Id", "ManagerId", "IsActive", "CreatedDate", *_USER_CONTEXT])
     if users.num_rows == 0:
         raise FeatureError(f"no users are staged under {staging.root}: run `persona-sync pull` first")
@@ -544,32 +565,37 @@ def _counts_by_object() -> dict[str, list[tuple[str, Count]]]:
     return grouped
 
 
-def _count_activity(staging: Staging, window: Window, partitions: list[pa.Array]) -> list[dict[str, np.ndarray]]:
-    """Per partition, per Rate feature: the rows counted for each user of the partition (its order)."""
-    totals = [{feature.name: np.zeros(len(ids), dtype=np.int64) for feature in FEATURES
-               if isinstance(feature.measure, Rate)} for ids in partitions]
+def _count_activity(staging: StagedRecords, window: Window, users: pa.Array) -> dict[str, np.ndarray]:
+    """Per Rate feature: the rows counted for each of `users` (in its order). Each object is read once,
+    one Id bucket at a time, only the rows some of its features date inside the window."""
+    totals = {feature.name: np.zeros(len(users), dtype=np.int64) for feature in FEATURES
+              if isinstance(feature.measure, Rate)}
     for sobject, counts in _counts_by_object().items():
         columns = list(dict.fromkeys(column for _, count in counts for column in count.columns))
-        table = staging.read_arrow(sobject, columns)
-        if table.num_rows == 0:
-            log.info("features: nothing staged for %s; its features are 0", sobject)
-            continue
-        # Early: only rows some feature of this object dates inside the window.
-        in_window = None
-        for at in dict.fromkeys(count.at for _, count in counts):
-            mask = window.mask(table[at])
-            in_window = mask if in_window is None else pc.or_(in_window, mask)
-        table = table.filter(in_window)
-        for derived in dict.fromkeys(d for _, count in counts for d in count.derived):
-            table = table.append_column(derived.name, derived.compute(table))
-        for name, count in counts:
-            mask = window.mask(table[count.at])
-            for where in count.where:
-                mask = pc.and_(mask, pc.fill_null(where.mask(table), False))
-            actors = table[count.user].filter(mask)
-            for total, ids in zip(totals, partitions):
-                total[name] += _per_user(actors, ids)
+        dated_by = list(dict.fromkeys(count.at for _, count in counts))
+        read = 0
+        for table in staging.buckets(sobject, columns, where=lambda table: _any_in_window(table, dated_by, window)):
+            read += table.num_rows
+            for derived in dict.fromkeys(d for _, count in counts for d in count.derived):
+                table = table.append_column(derived.name, derived.compute(table))
+            for name, count in counts:
+                mask = window.mask(table[count.at])
+                for where in count.where:
+                    mask = pc.and_(mask, pc.fill_null(where.mask(table), False))
+                totals[name] += _per_user(table[count.user].filter(mask), users)
+        if not read:
+            log.info("features: nothing of %s in the window; its features are 0", sobject)
     return totals
+
+
+def _any_in_window(table: pa.Table, dated_by: list[str], window: Window) -> pa.ChunkedArray:
+    """Rows that some feature of their object dates inside the window."""
+    inside = None
+    for at in dated_by:
+        mask = window.mask(table[at])
+        inside = mask if inside is None else pc.or_(inside, mask)
+    assert inside is not None
+    return inside
 
 
 def _per_user(actors: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
@@ -578,22 +604,18 @@ def _per_user(actors: pa.ChunkedArray, ids: pa.Array) -> np.ndarray:
     return np.bincount(position.to_numpy(), minlength=len(ids))
 
 
-def _direct_reports(users: pa.Table, window: Window,
-                    partitions: list[pa.Array]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per partition: each user's direct reports, and those of them who manage someone themselves.
-
-    Both read the whole User table (a partition's managers may lead people of any partition)."""
+def _direct_reports(users: pa.Table, window: Window, everyone: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Each of `everyone`'s direct reports, and those of them who manage someone themselves."""
     created = _column(users, "CreatedDate", _TIMESTAMP)
     before = pc.fill_null(pc.less(created, pa.scalar(window.as_of, type=pa.timestamp("us", tz="UTC"))), True)
     counted = users.filter(pc.and_(pc.fill_null(_column(users, "IsActive", pa.bool_()), False), before))
     managers = _column(counted, "ManagerId", pa.string())
     leading = pc.is_in(counted["Id"], value_set=pc.unique(managers.drop_null()))
     managers_of_leads = managers.filter(leading)
-    return ([_per_user(managers, ids) for ids in partitions],
-            [_per_user(managers_of_leads, ids) for ids in partitions])
+    return _per_user(managers, everyone), _per_user(managers_of_leads, everyone)
 
 
-def _context(staging: Staging, users: pa.Table) -> pa.Table:
+def _context(staging: StagedRecords, users: pa.Table) -> pa.Table:
     """CONTEXT_COLUMNS for every staged user (staging's order), profile and role by name."""
     return pa.table({
         "Id": users["Id"],
@@ -606,7 +628,7 @@ def _context(staging: Staging, users: pa.Table) -> pa.Table:
     })
 
 
-def _names(staging: Staging, sobject: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
+def _names(staging: StagedRecords, sobject: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
     """The Name of the `sobject` record each of `ids` points at (null when unknown)."""
     named = staging.read_arrow(sobject, ["Id", "Name"])
     return pc.take(_column(named, "Name", pa.string()), pc.index_in(ids, value_set=named["Id"]))

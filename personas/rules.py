@@ -21,7 +21,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from persona_sync.errors import PersonaSyncError
+from core.errors import PersonaSyncError
 from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
 from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio
 

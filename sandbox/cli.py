@@ -1,9 +1,16 @@
-"""`persona-sync sandbox ...`: run the local Salesforce-compatible sandbox."""
+"""`persona-sync sandbox ...`: run the local Salesforce-compatible sandbox.
+
+The sandbox is an application of its own: it imports nothing of persona-sync. The command that hosts
+these sub-commands says where the data directory and the port are by default
+(`sandbox_commands(data_dir=..., port=...)`), so `persona-sync sandbox start` follows PERSONA_SYNC_HOME
+and PERSONA_SYNC_SANDBOX_PORT.
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -15,19 +22,10 @@ from sandbox.server.faults import FaultSettings
 from sandbox.export_loader import ExportError
 from sandbox.store import StoreError
 
-app = typer.Typer(help="Run the local Salesforce-compatible HTTPS sandbox and its synthetic org.",
-                  no_args_is_help=True)
-
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="The sandbox's data directory. [default: <PERSONA_SYNC_HOME>/sandbox]")]
 Preset = Annotated[str, typer.Option(help="Org size: small (~200 users), medium (~2,000), large (~20,000).")]
 Seed = Annotated[int, typer.Option(help="Seed of the generated org: same seed, same org.")]
-
-
-def _data_dir(data_dir: Path | None) -> Path:
-    from persona_sync.settings import load_settings
-
-    return data_dir or load_settings().sandbox_data_dir
 
 
 def _faults(specs: list[str]) -> FaultSettings:
@@ -48,81 +46,91 @@ def _faults(specs: list[str]) -> FaultSettings:
     return FaultSettings.from_json(values)
 
 
-@app.command()
-def start(
-    data_dir: DataDir = None,
-    preset: Preset = "small",
-    seed: Seed = 7,
-    as_of: Annotated[Optional[datetime], typer.Option(
-        help="The org's 'today' (history ends here). [default: the current hour, UTC]")] = None,
-    hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
-    noise: Annotated[float, typer.Option(help="Spread of per-user rate noise (1 = normal, 2 = twice).")] = 1.0,
-    from_export: Annotated[Optional[Path], typer.Option(
-        help="Seed the org from a Data Loader export (one <Object>.csv per sObject) instead of generating it.",
-        exists=True, file_okay=False)] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8443,
-    session_idle_seconds: Annotated[float, typer.Option(help="Sessions expire after this long unused.")] = 7200,
-    daily_api_limit: Annotated[int, typer.Option(help="The org's DailyApiRequests allowance.")] = 100_000,
-    fault: Annotated[list[str], typer.Option(
-        help="Inject a fault, NAME=VALUE (repeatable): request_limit_after, request_limit_calls, "
-             "unavailable_share, cut_bulk_downloads, fail_update_ids (comma-separated), slow_ms, seed.")] = [],
-    reset: Annotated[bool, typer.Option(help="Delete the data directory's org first and generate it anew.")] = False,
-    quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
-) -> None:
-    """Start the sandbox (HTTPS) and serve until Ctrl-C. Generates the org on first start."""
-    directory = _data_dir(data_dir)
-    if reset:
-        for name in ("org.db", "org.db-wal", "org.db-shm", "results.db", "results.db-wal", "results.db-shm"):
-            (directory / name).unlink(missing_ok=True)
-        shutil.rmtree(directory / "truth", ignore_errors=True)
-        shutil.rmtree(directory / "bulk", ignore_errors=True)
-    config = SandboxConfig(
-        data_dir=directory, preset=preset, seed=seed,
-        as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
-        hybrid_share=hybrid_share, noise=noise, from_export=from_export, host=host, port=port,
-        session_idle_seconds=session_idle_seconds, daily_api_limit=daily_api_limit, faults=_faults(fault))
-    started = time.monotonic()
+def sandbox_commands(data_dir: Callable[[], Path], port: Callable[[], int]) -> typer.Typer:
+    """The `sandbox` sub-commands, with where their data directory and port are by default."""
+    default_data_dir, default_port = data_dir, port
+    app = typer.Typer(help="Run the local Salesforce-compatible HTTPS sandbox and its synthetic org.",
+                      no_args_is_help=True)
 
-    def ready(sandbox: RunningSandbox) -> None:
-        if not quiet:
-            typer.echo(f"Sandbox ready in {time.monotonic() - started:.1f} s at {sandbox.url}\n"
-                       f"  trust its CA:   {sandbox.ca_cert}\n"
-                       f"  org database:   {sandbox.org_path}\n"
-                       f"  persona truth:  {sandbox.truth_csv}\n"
-                       f"  admin token:    {directory / 'admin-token'}\n"
-                       "Press Ctrl-C to stop.")
+    @app.command()
+    def start(
+        data_dir: DataDir = None,
+        preset: Preset = "small",
+        seed: Seed = 7,
+        as_of: Annotated[Optional[datetime], typer.Option(
+            help="The org's 'today' (history ends here). [default: the current hour, UTC]")] = None,
+        hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
+        noise: Annotated[float, typer.Option(help="Spread of per-user rate noise (1 = normal, 2 = twice).")] = 1.0,
+        from_export: Annotated[Optional[Path], typer.Option(
+            help="Seed the org from a Data Loader export (one <Object>.csv per sObject) instead of generating it.",
+            exists=True, file_okay=False)] = None,
+        host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[Optional[int], typer.Option(
+            help="Port to listen on (0: any free port). [default: PERSONA_SYNC_SANDBOX_PORT, 8443]")] = None,
+        session_idle_seconds: Annotated[float, typer.Option(help="Sessions expire after this long unused.")] = 7200,
+        daily_api_limit: Annotated[int, typer.Option(help="The org's DailyApiRequests allowance.")] = 100_000,
+        fault: Annotated[list[str], typer.Option(
+            help="Inject a fault, NAME=VALUE (repeatable): request_limit_after, request_limit_calls, "
+                 "unavailable_share, cut_bulk_downloads, fail_update_ids (comma-separated), slow_ms, seed.")] = [],
+        reset: Annotated[bool, typer.Option(help="Delete the data directory's org first and generate it anew.")] = False,
+        quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
+    ) -> None:
+        """Start the sandbox (HTTPS) and serve until Ctrl-C. Generates the org on first start."""
+        directory = data_dir or default_data_dir()
+        if reset:
+            for name in ("org.db", "org.db-wal", "org.db-shm", "results.db", "results.db-wal", "results.db-shm"):
+                (directory / name).unlink(missing_ok=True)
+            shutil.rmtree(directory / "truth", ignore_errors=True)
+            shutil.rmtree(directory / "bulk", ignore_errors=True)
+        config = SandboxConfig(
+            data_dir=directory, preset=preset, seed=seed,
+            as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
+            hybrid_share=hybrid_share, noise=noise, from_export=from_export, host=host,
+            port=default_port() if port is None else port,
+            session_idle_seconds=session_idle_seconds, daily_api_limit=daily_api_limit, faults=_faults(fault))
+        started = time.monotonic()
 
-    try:
-        serve(config, on_ready=ready)
-    except (SandboxError, StoreError, ExportError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+        def ready(sandbox: RunningSandbox) -> None:
+            if not quiet:
+                typer.echo(f"Sandbox ready in {time.monotonic() - started:.1f} s at {sandbox.url}\n"
+                           f"  trust its CA:   {sandbox.ca_cert}\n"
+                           f"  org database:   {sandbox.org_path}\n"
+                           f"  persona truth:  {sandbox.truth_csv}\n"
+                           f"  admin token:    {directory / 'admin-token'}\n"
+                           "Press Ctrl-C to stop.")
+
+        try:
+            serve(config, on_ready=ready)
+        except (SandboxError, StoreError, ExportError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from error
 
 
-@app.command()
-def generate(
-    data_dir: DataDir = None,
-    preset: Preset = "small",
-    seed: Seed = 7,
-    as_of: Annotated[Optional[datetime], typer.Option(help="The org's 'today'. [default: the current hour, UTC]")] = None,
-    hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
-    noise: Annotated[float, typer.Option(help="Spread of per-user rate noise.")] = 1.0,
-) -> None:
-    """Generate the synthetic org without serving it; prints rows per object."""
-    directory = _data_dir(data_dir)
-    config = SandboxConfig(data_dir=directory, preset=preset, seed=seed,
-                           as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
-                           hybrid_share=hybrid_share, noise=noise)
-    started = time.monotonic()
-    try:
-        store = prepare_org(config)
-    except (SandboxError, StoreError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    total = 0
-    for name in sorted(store.schema):
-        rows = store.count(name)
-        total += rows
-        typer.echo(f"{name:<26}{rows:>12,}")
-    typer.echo(f"{'total':<26}{total:>12,}   ({time.monotonic() - started:.1f} s) in {config.org_path}")
+    @app.command()
+    def generate(
+        data_dir: DataDir = None,
+        preset: Preset = "small",
+        seed: Seed = 7,
+        as_of: Annotated[Optional[datetime], typer.Option(help="The org's 'today'. [default: the current hour, UTC]")] = None,
+        hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
+        noise: Annotated[float, typer.Option(help="Spread of per-user rate noise.")] = 1.0,
+    ) -> None:
+        """Generate the synthetic org without serving it; prints rows per object."""
+        directory = data_dir or default_data_dir()
+        config = SandboxConfig(data_dir=directory, preset=preset, seed=seed,
+                               as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
+                               hybrid_share=hybrid_share, noise=noise)
+        started = time.monotonic()
+        try:
+            store = prepare_org(config)
+        except (SandboxError, StoreError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from error
+        total = 0
+        for name in sorted(store.schema):
+            rows = store.count(name)
+            total += rows
+            typer.echo(f"{name:<26}{rows:>12,}")
+        typer.echo(f"{'total':<26}{total:>12,}   ({time.monotonic() - started:.1f} s) in {config.org_path}")
+
+    return app

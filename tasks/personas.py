@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from connectors.staging import Staging
 from connectors.state import StateStore
-from persona_sync.settings import Settings
-from personas.catalog import Catalog, load_catalog
+from core.configs import PersonasConfig, StagingConfig, StateConfig
+from personas.catalog import Catalog, default_catalog_path, load_catalog
 from personas.features import Window, compute_features_partitioned
 from personas.rules import assign
-from tasks.pull import open_staging
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +36,21 @@ class AssignmentSummary:
     features_path: Path
 
 
-def catalog_for(settings: Settings) -> Catalog:
+def catalog_for(config: PersonasConfig) -> Catalog:
     """The catalog the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship."""
-    from personas.catalog import default_catalog_path
-
-    return load_catalog(settings.catalog_file or default_catalog_path())
+    return load_catalog(config.catalog_file or default_catalog_path())
 
 
-def features_path(settings: Settings, as_of: datetime) -> Path:
+def features_path(config: PersonasConfig, as_of: datetime) -> Path:
     """Where the features of one as-of are kept (one file per as-of: a rerun overwrites it)."""
-    return settings.home / "features" / f"features-{as_of.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"
+    return config.features_dir / f"features-{as_of.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}.parquet"
 
 
-def compute_and_store_features(settings: Settings, as_of: datetime) -> Path:
+def compute_and_store_features(config: PersonasConfig, staging: StagingConfig, as_of: datetime) -> Path:
     """Per-user features over the window ending at `as_of`, from staging, written to Parquet."""
-    window = Window(as_of=as_of, days=settings.feature_window_days)
-    features = compute_features_partitioned(open_staging(settings), window, settings.feature_partitions)
-    path = features_path(settings, as_of)
+    window = Window(as_of=as_of, days=config.window_days)
+    features = compute_features_partitioned(Staging.from_config(staging), window, config.partitions)
+    path = features_path(config, as_of)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     features.to_parquet(temporary)
@@ -61,15 +59,16 @@ def compute_and_store_features(settings: Settings, as_of: datetime) -> Path:
     return path
 
 
-def assign_and_store(settings: Settings, features_file: Path, run_id: str, as_of: datetime) -> AssignmentSummary:
+def assign_and_store(config: PersonasConfig, state_config: StateConfig, features_file: Path, run_id: str,
+                     as_of: datetime) -> AssignmentSummary:
     """Assigns every user a persona (stable against their current one) and stores it under `run_id`."""
-    catalog = catalog_for(settings)
+    catalog = catalog_for(config)
     features = pd.read_parquet(features_file)
-    state = StateStore(settings.state_url)
+    state = StateStore.from_config(state_config)
     state.ensure_schema()
     current = state.latest_assignments(before=as_of)
     assignments = assign(features, catalog, current=current["persona"] if len(current) else None,
-                         stability_margin=settings.stability_margin)
+                         stability_margin=config.stability_margin)
     state.save_assignments(run_id, as_of, catalog.version, assignments)
     distribution = assignments["persona"].value_counts().sort_index().to_dict()
     log.info("assign: %d users, catalog %s: %s", len(assignments), catalog.version, distribution)

@@ -1,82 +1,64 @@
 """Pull: bring the org's users and what they did into local staging, incrementally, losing nothing.
 
-For each declared stream (connectors/salesforce/streams.py):
+For each declared stream (connectors/salesforce/streams.py): the users and other reference data first,
+one after another, then the activity streams in parallel.
 
-1. Window: from the stream's watermark minus an overlap (rows committed late are not missed), or on
-   a first run (or --full-refresh) from the start of the history window, which is recorded.
-2. Mode: REST or Bulk API 2.0, chosen from the expected row count (a COUNT() query) unless forced.
-3. Pages are typed (tasks/records.py), screened (broken records go to the quarantine with a reason)
-   and written to staging as they arrive: never the whole object in memory.
-4. Deleted rows (queryAll, IsDeleted = true) since the watermark become tombstones in staging.
-5. Only then the watermark moves, to the largest cursor value staged. A crash anywhere before that
-   means the next run pulls the same rows again (staging upserts by Id), never that it skips any.
+1. Window: from the stream's watermark minus an overlap (rows committed late are not missed), or on a
+   first run (or --full-refresh) from the start of the history window, which is recorded.
+2. Held rows (activity of a user not staged yet) whose user has arrived since are read again by Id and
+   staged.
+3. Pages (REST or Bulk API 2.0, chosen from a COUNT()) are screened (tasks/screening.py) and written as
+   they arrive: rows to staging, rows waiting for their user to the held area, broken rows to the
+   quarantine. Rows already staged with the same cursor value (the overlap's re-reads) are not written
+   again, so a pull that finds no change writes no file.
+4. Deleted rows since the deletions watermark become tombstones, for the rows staging still holds.
+5. Every `reconcile_every_days` (or when asked), the org's Ids are compared with staging: rows the org
+   no longer has (purged from the recycle bin, which queryAll sees for about 15 days only) are removed,
+   and rows staging lacks are read by Id.
+6. Only then the watermarks move. A crash anywhere before means the next run reads the same rows
+   again; staging keeps the latest version of each Id by cursor, so nothing doubles and no stale copy
+   ever wins over a newer one.
+7. Now and then an object's files are compacted; rows older than the history window are pruned then.
 
-The clients are passed in (Salesforce, staging, state), so this runs the same against the sandbox,
-a real org, or in tests; nothing here knows HTTP.
+Memory: one page per stream in flight; whole-object work (the overlap's re-reads, looking up Ids,
+compaction) runs one Id bucket at a time (connectors/staging/layout.py).
+
+The clients are passed in (Salesforce, staging, state): this runs the same against the sandbox, a real
+org, or in tests. It writes no SOQL and knows no HTTP: connectors/salesforce/extract.py does that.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.salesforce import extract
 from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.extract import Page
 from connectors.salesforce.streams import Stream
-from connectors.staging import Staging
-from connectors.state import PullStats, QuarantinedRecord, StateStore
-from persona_sync.errors import PersonaSyncError
-from tasks.records import (
-    Rejected,
-    arrow_schema,
-    csv_page_to_text_table,
-    rest_records_to_text_table,
-    screen,
-    split_conflicting_duplicates,
-    typed_table,
-)
-
-if TYPE_CHECKING:
-    from persona_sync.settings import Settings
+from connectors.staging import Prune, Staging
+from connectors.state import LedgerEntry, PullStats, QuarantinedRecord, StateStore, Watermark
+from core.configs import PullConfig, SalesforceConfig, StagingConfig, StateConfig, Transfer
+from core.errors import PersonaSyncError
+from tasks.screening import Rejected, screen, split_conflicting_duplicates
 
 log = logging.getLogger(__name__)
 
-PullMode = Literal["auto", "rest", "bulk"]
 RowsCallback = Callable[[str, int, int | None], None]  # (sobject, rows staged so far, rows expected)
+# Rows whose user is not staged yet live here, under staging's root, apart from what features read.
+HELD_DIR = ".held"
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
 class PullError(PersonaSyncError):
     """One or more streams failed; the others were pulled and their watermarks moved."""
-
-
-@dataclass(frozen=True)
-class PullOptions:
-    """How to pull. Defaults suit a nightly run."""
-
-    mode: PullMode = "auto"
-    # From this many expected rows a stream is pulled with Bulk API 2.0 (Salesforce's own advice puts
-    # the break-even around 2,000 rows; a Bulk job costs a few calls and a poll, pulled in parallel).
-    bulk_threshold: int = 2_000
-    # How far before the watermark each incremental pull starts again.
-    overlap: timedelta = timedelta(minutes=10)
-    # A first run (or a full refresh) pulls this much history.
-    history_days: int = 180
-    full_refresh: bool = False
-    bulk_page_rows: int = 100_000
-    # REST pages (2,000 rows) are gathered into staging parts of about this many rows.
-    rest_part_rows: int = 50_000
-    # Streams pulled at the same time (after the reference data, which goes first).
-    workers: int = 3
-    # Wait between polls of a Bulk job.
-    bulk_poll_seconds: float = 0.5
 
 
 @dataclass
@@ -84,10 +66,15 @@ class StreamResult:
     """What one stream's pull did."""
 
     sobject: str
-    mode: str
-    rows: int = 0
-    deleted: int = 0
+    mode: Transfer
+    rows: int = 0  # rows staged (read, released from the held area, or recovered by a reconciliation)
+    deleted: int = 0  # tombstones written for rows deleted in the org
     quarantined: int = 0
+    held: int = 0  # rows waiting for their user after this pull
+    released: int = 0  # held rows staged this pull, their user having arrived
+    purged: int = 0  # rows the org no longer has, found by a reconciliation
+    recovered: int = 0  # rows staging lacked, found by a reconciliation and read by Id
+    api_calls: int = 0
     seconds: float = 0.0
     watermark_from: datetime | None = None
     watermark_to: datetime | None = None
@@ -110,15 +97,25 @@ class PullReport:
     def quarantined(self) -> int:
         return sum(result.quarantined for result in self.streams)
 
+    @property
+    def held(self) -> int:
+        return sum(result.held for result in self.streams)
+
     def counts(self) -> dict[str, int]:
         """The counts the run ledger keeps."""
-        return {"rows": self.rows, "quarantined": self.quarantined,
-                "deleted": sum(result.deleted for result in self.streams)}
+        return {"rows": self.rows, "quarantined": self.quarantined, "held": self.held,
+                "deleted": sum(result.deleted for result in self.streams),
+                "purged": sum(result.purged for result in self.streams)}
+
+
+def held_area(staging: Staging) -> Staging:
+    """Where rows wait for their user: a staging of its own, which features never read."""
+    return Staging(staging.root / HELD_DIR, compact_after=staging.compact_after)
 
 
 def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams: list[Stream], *, run_id: str,
-         now: datetime | None = None, options: PullOptions = PullOptions(),
-         on_rows: RowsCallback | None = None) -> PullReport:
+         config: PullConfig = PullConfig(), full_refresh: bool = False, reconcile: bool = False,
+         now: datetime | None = None, on_rows: RowsCallback | None = None) -> PullReport:
     """Pulls every stream into staging; reference data (users) first, then the rest in parallel.
 
     Raises PullError naming every stream that failed, after the others have finished.
@@ -127,23 +124,27 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     calls_before = client.api_calls
     now = now or datetime.now(timezone.utc)
     report = PullReport(run_id)
-    reference = [stream for stream in streams if stream.user_field is None]
-    activity = [stream for stream in streams if stream.user_field is not None]
     failures: list[tuple[str, BaseException]] = []
-    for stream in reference:
+
+    def run(stream: Stream, known_users: pa.Array | None) -> None:
         try:
-            report.streams.append(_pull_stream(client, staging, state, stream, None, run_id, now, options, on_rows))
-        except (PersonaSyncError, KeyError, OSError) as error:
+            report.streams.append(_StreamPull(client, staging, state, stream, known_users, run_id=run_id, now=now,
+                                              config=config, full_refresh=full_refresh, reconcile=reconcile,
+                                              on_rows=on_rows).run())
+        except PersonaSyncError as error:
             failures.append((stream.sobject, error))
-    known_users = _known_users(staging)
-    with ThreadPoolExecutor(max_workers=max(options.workers, 1), thread_name_prefix="pull") as pool:
-        futures = {stream.sobject: pool.submit(_pull_stream, client, staging, state, stream, known_users, run_id,
-                                               now, options, on_rows) for stream in activity}
-        for sobject, future in futures.items():
-            try:
-                report.streams.append(future.result())
-            except (PersonaSyncError, KeyError, OSError) as error:
-                failures.append((sobject, error))
+
+    for stream in (stream for stream in streams if stream.user_field is None):
+        run(stream, None)
+    activity = [stream for stream in streams if stream.user_field is not None]
+    known_users = staging.read_arrow("User", ["Id"]).column("Id").combine_chunks()
+    if activity and len(known_users) == 0:
+        failures += [(stream.sobject, PullError("no users are staged yet, so its rows cannot be attributed; it "
+                                                "is pulled once the User stream has been"))
+                     for stream in activity]
+        activity = []
+    with ThreadPoolExecutor(max_workers=max(config.workers, 1), thread_name_prefix="pull") as pool:
+        list(pool.map(lambda stream: run(stream, known_users), activity))
     report.api_calls = client.api_calls - calls_before
     report.seconds = time.monotonic() - started
     if failures:
@@ -154,164 +155,258 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     return report
 
 
-def _needs_full_pull(staging: Staging, stream: Stream, schema: pa.Schema) -> bool:
-    """Whether rows staged earlier lack a field the stream now selects (a field added to the stream
-    since): an incremental pull would leave those rows without it for good, so the stream is pulled again
-    from its history start, as a full refresh that swaps in atomically."""
-    staged = staging.columns_in_every_file(stream.sobject)
-    if staged is None:
-        return False
-    missing = [column for column in schema.names if column not in staged]
-    if missing:
-        log.warning("pull %s: the staged rows lack %s (added to the stream since they were pulled); pulling "
-                    "the stream again in full", stream.sobject, ", ".join(missing))
-    return bool(missing)
+class _StreamPull:
+    """The pull of one stream, step by step (see the module docstring)."""
+
+    def __init__(self, client: SalesforceClient, staging: Staging, state: StateStore, stream: Stream,
+                 known_users: pa.Array | None, *, run_id: str, now: datetime, config: PullConfig,
+                 full_refresh: bool, reconcile: bool, on_rows: RowsCallback | None) -> None:
+        self.client, self.staging, self.state, self.stream = client, staging, state, stream
+        self.held = held_area(staging)
+        self.known_users = known_users
+        self.run_id, self.now, self.config = run_id, now, config
+        self.reconcile_asked = reconcile
+        self.on_rows = on_rows
+        self.name, self.cursor = stream.sobject, stream.cursor
+        self.stored = None if full_refresh else state.watermark(self.name)
+        self.full_refresh = full_refresh
+        self.max_cursor: datetime | None = None
+        self.already_staged: pa.Table | None = None
+        self.already_held: pa.Table | None = None
+        self.previously_quarantined: set[str] = set()
+
+    def run(self) -> StreamResult:
+        started = time.monotonic()
+        calls_before = self.client.api_calls_of(self.name)
+        self.schema = extract.stream_schema(self.client, self.stream)
+        refreshing = self.full_refresh or self._needs_full_pull()
+        watermark = None if refreshing else self.stored
+        history_start = self.stored.history_start if self.stored else self.now - timedelta(days=self.config.history_days)
+        since = self._since(watermark, history_start)
+        expected = extract.count(self.client, self.stream, since=since)
+        transfer: Transfer = self.config.mode if self.config.mode != "auto" else (
+            "bulk" if expected >= self.config.bulk_threshold else "rest")
+        self.result = StreamResult(self.name, transfer, watermark_from=watermark.value if watermark else None)
+        log.info("pull %s: %s rows expected since %s (%s)", self.name, f"{expected:,}", since or "the beginning",
+                 transfer)
+
+        self.refresh = self.staging.begin_refresh(self.name) if refreshing else None
+        self.previously_quarantined = {record.record_id for record in self.state.quarantined(self.name)
+                                       if record.record_id}
+        if self.refresh is None and since is not None:
+            self.already_staged = _versions_since(self.staging, self.stream, since)
+            self.already_held = _versions_since(self.held, self.stream, since)
+        deletions_value = reconciled_at = None
+        try:
+            self._release_held()
+            pages = extract.read_pages(self.client, self.stream, self.schema, since=since, transfer=transfer,
+                                       bulk_page_rows=self.config.bulk_page_rows,
+                                       rest_part_rows=self.config.rest_part_rows)
+            for page in pages:
+                self._stage(page)
+                if self.on_rows is not None:
+                    self.on_rows(self.name, self.result.rows, expected)
+            if watermark is not None and self.stream.soft_delete:
+                deletions_value = self._pull_deletions(watermark)
+            if watermark is None:
+                reconciled_at = self.now  # a first pull or a refresh read everything: as good as a reconciliation
+            elif self._reconciliation_due(watermark):
+                self._reconcile(history_start)
+                reconciled_at = self.now
+            if self.refresh is not None:
+                self.refresh.commit()
+        except BaseException:
+            if self.refresh is not None:
+                self.refresh.abort()
+            raise
+        history_start = self._compact(history_start)
+        reached = [value for value in (self.max_cursor, watermark.value if watermark else None) if value is not None]
+        new_value = max(reached) if reached else history_start
+        self.state.set_watermark(self.name, self.cursor, new_value, history_start, self.run_id,
+                                 deletions_value=deletions_value, reconciled_at=reconciled_at)
+        self.result.held = self.held.row_count(self.name)
+        self.result.watermark_to = new_value
+        self.result.api_calls = self.client.api_calls_of(self.name) - calls_before
+        self.result.seconds = time.monotonic() - started
+        self._record()
+        return self.result
+
+    # --- the steps -----------------------------------------------------------------------------------
+
+    def _needs_full_pull(self) -> bool:
+        """Whether rows staged earlier lack a field the stream now selects (a field added to the stream
+        since): an incremental pull would leave those rows without it for good, so the stream is pulled
+        again from its history start, as a full refresh that swaps in atomically."""
+        staged = self.staging.columns_in_every_file(self.name)
+        if staged is None:
+            return False
+        missing = [column for column in self.schema.names if column not in staged]
+        if missing:
+            log.warning("pull %s: the staged rows lack %s (added to the stream since they were pulled); pulling "
+                        "the stream again in full", self.name, ", ".join(missing))
+        return bool(missing)
+
+    def _since(self, watermark: Watermark | None, history_start: datetime) -> datetime | None:
+        """Where this pull starts: the watermark less the overlap, else the history start (None: everything)."""
+        if watermark is not None:
+            return watermark.value - self.config.overlap
+        return None if self.stream.full_history else history_start
+
+    def _release_held(self) -> None:
+        """Stages the held rows whose user is staged now, read again by Id (so they come with every field
+        the stream selects, and as the org has them now)."""
+        if self.known_users is None or self.stream.user_field is None:
+            return
+        held = self.held.read_arrow(self.name, ["Id", self.stream.user_field, self.cursor])
+        if held.num_rows == 0:
+            return
+        ready = held.filter(pc.is_in(held.column(self.stream.user_field), value_set=self.known_users))
+        if ready.num_rows == 0:
+            return
+        log.info("pull %s: %d held rows have their user now; reading them again", self.name, ready.num_rows)
+        before = self.result.rows
+        for page in extract.read_by_id(self.client, self.stream, self.schema, ready.column("Id").to_pylist()):
+            self._stage(page)
+        self.result.released += self.result.rows - before
+        # Whatever came back was staged, held again or quarantined anew; a row that did not come back is
+        # gone from the org. Either way these versions leave the held area.
+        self.held.write_tombstones(self.name, ready.column("Id").to_pylist(), ready.column(self.cursor).to_pylist())
+
+    def _stage(self, page: Page) -> None:
+        """Screens one page and writes each part where it belongs; moves the cursor seen."""
+        screened = screen(page, self.stream, self.known_users)
+        clean, conflicting = split_conflicting_duplicates(screened.clean, self.cursor)
+        held = screened.held.select(["Id", self.stream.user_field, self.cursor]) if screened.held.num_rows else None
+        if self.already_staged is not None:
+            clean = _without_unchanged(clean, self.already_staged, self.cursor)
+        if held is not None and self.already_held is not None:
+            held = _without_unchanged(held, self.already_held, self.cursor)
+        if clean.num_rows:
+            if self.refresh is not None:
+                self.refresh.write_part(clean, version=self.cursor)
+            else:
+                self.staging.write_part(self.name, clean, version=self.cursor)
+            self._release_quarantined(clean)
+        if held is not None and held.num_rows:
+            self.held.write_part(self.name, held, version=self.cursor)
+        for table in (clean, held):
+            if table is not None and table.num_rows:
+                self.max_cursor = _later(self.max_cursor, pc.max(table.column(self.cursor)).as_py())
+        self.result.rows += clean.num_rows
+        self.result.quarantined += self._quarantine(screened.rejected + conflicting)
+
+    def _pull_deletions(self, watermark: Watermark) -> datetime | None:
+        """Tombstones for rows deleted since the deletions watermark (less the overlap) that staging or the
+        held area still holds; returns the new deletions watermark."""
+        start = (watermark.deletions_value or watermark.value) - self.config.overlap
+        found = extract.deletions(self.client, self.stream, since=start)
+        if found.ids:
+            ids = pa.array(found.ids, pa.string())
+            when = dict(zip(found.ids, found.deleted_at))
+            for area in (self.staging, self.held):
+                live = area.live_ids(self.name, ids).to_pylist()
+                if live:
+                    area.write_tombstones(self.name, live, [when[record_id] for record_id in live])
+                    if area is self.staging:
+                        self.result.deleted += len(live)
+        latest = [value for value in (found.latest, watermark.deletions_value) if value is not None]
+        return max(latest) if latest else None
+
+    def _reconciliation_due(self, watermark: Watermark) -> bool:
+        if self.reconcile_asked:
+            return True
+        every = self.config.reconcile_every_days
+        return every > 0 and (watermark.reconciled_at is None
+                              or self.now - watermark.reconciled_at >= timedelta(days=every))
+
+    def _reconcile(self, history_start: datetime) -> None:
+        """Compares the org's Ids with staging's (within the history window): removes what the org no longer
+        has, reads by Id what staging lacks. An Id-only read: cheap next to reading the rows."""
+        bound = None if self.stream.full_history else history_start
+        asked_at = datetime.now(timezone.utc)
+        expected = extract.count(self.client, self.stream, since=bound)
+        transfer: Transfer = "bulk" if expected >= self.config.bulk_threshold else "rest"
+        pages = list(extract.ids(self.client, self.stream, since=bound, transfer=transfer,
+                                 bulk_page_rows=self.config.bulk_page_rows))
+        org_ids = pa.chunked_array(pages, pa.string()).combine_chunks() if pages else pa.array([], pa.string())
+        in_window = None if bound is None else _at_or_after(self.cursor, bound)
+        purged: list[pa.Array] = []
+        staged: list[pa.Array] = []
+        for bucket in self.staging.buckets(self.name, ["Id", self.cursor], where=in_window):
+            present = pc.is_in(bucket.column("Id"), value_set=org_ids)
+            purged.append(bucket.column("Id").filter(pc.invert(present)).combine_chunks())
+            staged.append(bucket.column("Id").filter(present).combine_chunks())
+        gone = pa.concat_arrays(purged).to_pylist() if purged else []
+        if gone:
+            log.warning("pull %s: %d staged rows are gone from the org (purged from the recycle bin); removing "
+                        "them", self.name, len(gone))
+            self.staging.write_tombstones(self.name, gone, [asked_at] * len(gone))
+            self.result.purged = len(gone)
+        # Rows the org has that staging lacks, unless they are held or quarantined (known, and waiting).
+        accounted = pa.concat_arrays([*staged, pa.array(sorted(self.previously_quarantined), pa.string()),
+                                      self.held.read_arrow(self.name, ["Id"]).column("Id").combine_chunks()])
+        missing = org_ids.filter(pc.invert(pc.is_in(org_ids, value_set=accounted)))
+        if len(missing):
+            log.warning("pull %s: %d rows of the org were missing from staging; reading them by Id",
+                        self.name, len(missing))
+            before = self.result.rows
+            for page in extract.read_by_id(self.client, self.stream, self.schema, missing.to_pylist()):
+                self._stage(page)
+            self.result.recovered = self.result.rows - before
+
+    def _compact(self, history_start: datetime) -> datetime:
+        """Compacts the object's files when there are many; prunes rows older than the history window then.
+        Returns the history start, moved to the pruning cutoff when rows before it were dropped."""
+        if self.held.needs_compaction(self.name):
+            self.held.compact(self.name)
+        if not self.staging.needs_compaction(self.name):
+            return history_start
+        cutoff = self.now - timedelta(days=self.config.history_days)
+        prune = None if self.stream.full_history or cutoff <= history_start else Prune(self.cursor, cutoff)
+        self.staging.compact(self.name, prune=prune)
+        return cutoff if prune is not None else history_start
+
+    # --- bookkeeping ---------------------------------------------------------------------------------
+
+    def _quarantine(self, rejected: list[Rejected]) -> int:
+        if not rejected:
+            return 0
+        log.warning("pull %s: %d records quarantined (%s)", self.name, len(rejected), rejected[0].reason)
+        self.state.quarantine([QuarantinedRecord(sobject=self.name, record_id=item.record_id, reason=item.reason,
+                                                 raw=item.raw, run_id=self.run_id) for item in rejected])
+        return len(rejected)
+
+    def _release_quarantined(self, clean: pa.Table) -> None:
+        """Records that arrive clean now leave the quarantine they were in."""
+        if not self.previously_quarantined:
+            return
+        arrived = set(clean.column("Id").to_pylist()) & self.previously_quarantined
+        if arrived:
+            self.state.release_quarantine(self.name, sorted(arrived))
+            self.previously_quarantined -= arrived
+
+    def _record(self) -> None:
+        result = self.result
+        self.state.record_pull(PullStats(
+            run_id=self.run_id, sobject=self.name, mode=result.mode, rows=result.rows, deleted=result.deleted,
+            quarantined=result.quarantined, held=result.held, purged=result.purged, api_calls=result.api_calls,
+            seconds=result.seconds, watermark_from=result.watermark_from, watermark_to=result.watermark_to))
+        log.info("pull %s: %s rows staged, %s deleted, %s quarantined, %s held in %.1f s (%d API calls)", self.name,
+                 f"{result.rows:,}", f"{result.deleted:,}", f"{result.quarantined:,}", f"{result.held:,}",
+                 result.seconds, result.api_calls)
 
 
-def _known_users(staging: Staging) -> set[str] | None:
-    users = staging.read("User", columns=["Id"])
-    return set(users["Id"]) if len(users) else None
+def _versions_since(area: Staging, stream: Stream, since: datetime) -> pa.Table:
+    """(Id, cursor) of the rows `area` holds with the cursor at or after `since`: the overlap's re-reads."""
+    parts = list(area.buckets(stream.sobject, ["Id", stream.cursor], where=_at_or_after(stream.cursor, since)))
+    if not parts:
+        return pa.table({"Id": pa.array([], pa.string()), stream.cursor: pa.array([], _TIMESTAMP)})
+    return pa.concat_tables(parts)
 
 
-# --- one stream ----------------------------------------------------------------------------------------
-
-def _pull_stream(client: SalesforceClient, staging: Staging, state: StateStore, stream: Stream,
-                 known_users: set[str] | None, run_id: str, now: datetime, options: PullOptions,
-                 on_rows: RowsCallback | None) -> StreamResult:
-    started = time.monotonic()
-    name = stream.sobject
-    schema = arrow_schema(stream, _field_types(client, name))
-    stored = None if options.full_refresh else state.watermark(name)
-    refreshing = options.full_refresh or _needs_full_pull(staging, stream, schema)
-    watermark = None if refreshing else stored
-    history_start = stored.history_start if stored else now - timedelta(days=options.history_days)
-    since = _since(stream, watermark.value if watermark else None, history_start, options.overlap)
-    where = _where(stream, since)
-    expected = client.count(f"SELECT COUNT() FROM {name}{where}", sobject=name)
-    mode = options.mode if options.mode != "auto" else ("bulk" if expected >= options.bulk_threshold else "rest")
-    result = StreamResult(name, mode, watermark_from=watermark.value if watermark else None)
-    log.info("pull %s: %s rows expected since %s (%s)", name, f"{expected:,}", since or "the beginning", mode)
-
-    refresh = staging.begin_refresh(name) if refreshing else None
-    sink = refresh if refresh is not None else _StagingSink(staging, name)
-    tracker = _DuplicateTracker()
-    previously_quarantined = {record.record_id for record in state.quarantined(name) if record.record_id}
-    already_staged = _staged_versions(staging, stream, since) if refresh is None and since is not None else None
-    max_cursor: datetime | None = None
-    try:
-        for text in _text_pages(client, stream, where, mode, options):
-            typed, unparsable = typed_table(text, schema)
-            clean, rejected = screen(typed, unparsable, stream, known_users, text)
-            clean, conflicting = split_conflicting_duplicates(clean, stream.cursor)
-            rejected += conflicting
-            if already_staged is not None:
-                clean = _without_unchanged(clean, already_staged, stream.cursor)
-            tracker.add(clean)
-            if clean.num_rows:
-                sink.write_part(clean)
-                max_cursor = _later(max_cursor, pc.max(clean.column(stream.cursor)).as_py())
-            result.rows += clean.num_rows
-            result.quarantined += _quarantine(state, name, rejected, run_id)
-            _release(state, name, clean, previously_quarantined)
-            if on_rows is not None:
-                on_rows(name, result.rows, expected)
-        conflicts = tracker.conflicting_ids()
-        if conflicts:
-            # The same Id came in two pages of one snapshot: neither copy can be trusted.
-            sink.write_tombstones(conflicts, [now] * len(conflicts))
-            result.quarantined += _quarantine(state, name, [
-                Rejected(record_id, "the same Id arrived in more than one page of one pull", {"Id": record_id})
-                for record_id in conflicts], run_id)
-            result.rows -= len(conflicts)
-        if watermark is not None and stream.soft_delete and refresh is None:
-            result.deleted = _pull_deletions(client, staging, stream, since)
-        if refresh is not None:
-            refresh.commit()
-    except BaseException:
-        if refresh is not None:
-            refresh.abort()
-        raise
-    new_value = max_cursor or (watermark.value if watermark else history_start)
-    state.set_watermark(name, stream.cursor, new_value, history_start, run_id)
-    if staging.needs_compaction(name):
-        staging.compact(name)
-    result.watermark_to = new_value
-    result.seconds = time.monotonic() - started
-    state.record_pull(PullStats(run_id=run_id, sobject=name, mode=mode, rows=result.rows, deleted=result.deleted,
-                                quarantined=result.quarantined, api_calls=0, seconds=result.seconds,
-                                watermark_from=result.watermark_from, watermark_to=new_value))
-    log.info("pull %s: %s rows staged, %s deleted, %s quarantined in %.1f s", name, f"{result.rows:,}",
-             f"{result.deleted:,}", f"{result.quarantined:,}", result.seconds)
-    return result
-
-
-def _since(stream: Stream, watermark: datetime | None, history_start: datetime, overlap: timedelta) -> datetime | None:
-    """Where this pull starts: the watermark less the overlap, else the history start (None: everything)."""
-    if watermark is not None:
-        return watermark - overlap
-    return None if stream.full_history else history_start
-
-
-def _where(stream: Stream, since: datetime | None) -> str:
-    conditions = []
-    if since is not None:
-        conditions.append(f"{stream.cursor} >= {_soql_datetime(since)}")
-    if stream.required_filter:
-        conditions.append(stream.required_filter)
-    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
-
-
-def _soql_datetime(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _field_types(client: SalesforceClient, sobject: str) -> dict[str, str]:
-    describe = client.call(lambda sf: getattr(sf, sobject).describe(), sobject=sobject, call="describe")
-    return {field["name"]: field["type"] for field in describe["fields"]}
-
-
-def _text_pages(client: SalesforceClient, stream: Stream, where: str, mode: str,
-                options: PullOptions) -> Iterator[pa.Table]:
-    """The stream's rows as all-text Arrow tables, one per Bulk page or per group of REST pages."""
-    columns = stream.columns
-    select = f"SELECT {', '.join(columns)} FROM {stream.sobject}{where}"
-    if mode == "bulk":
-        for page in client.bulk_pages(select, sobject=stream.sobject, max_records=options.bulk_page_rows,
-                                      poll_seconds=options.bulk_poll_seconds):
-            yield csv_page_to_text_table(page.csv_text, columns)
-        return
-    buffered: list[dict] = []
-    for records in client.rest_pages(f"{select} ORDER BY {stream.cursor}, Id", sobject=stream.sobject):
-        buffered.extend(records)
-        if len(buffered) >= options.rest_part_rows:
-            yield rest_records_to_text_table(buffered, columns)
-            buffered = []
-    if buffered:
-        yield rest_records_to_text_table(buffered, columns)
-
-
-def _pull_deletions(client: SalesforceClient, staging: Staging, stream: Stream, since: datetime | None) -> int:
-    """Writes tombstones for rows deleted since `since` (queryAll sees the recycle bin); returns how many."""
-    condition = f" AND SystemModstamp >= {_soql_datetime(since)}" if since is not None else ""
-    ids: list[str] = []
-    deleted_at: list[datetime] = []
-    soql = f"SELECT Id, SystemModstamp FROM {stream.sobject} WHERE IsDeleted = true{condition}"
-    for records in client.rest_pages(soql, sobject=stream.sobject, include_deleted=True):
-        for record in records:
-            ids.append(record["Id"])
-            deleted_at.append(pd.Timestamp(record["SystemModstamp"]).to_pydatetime())
-    if ids:
-        staging.write_tombstones(stream.sobject, ids, deleted_at)
-    return len(ids)
-
-
-def _staged_versions(staging: Staging, stream: Stream, since: datetime) -> pa.Table:
-    """(Id, cursor) of the rows already staged inside the overlap window: re-fetching them is no change."""
-    staged = staging.read_arrow(stream.sobject, columns=["Id", stream.cursor])
-    if staged.num_rows == 0:
-        return staged
-    cursor = staged.column(stream.cursor)
-    return staged.filter(pc.greater_equal(cursor, pa.scalar(since, cursor.type)))
+def _at_or_after(column: str, moment: datetime) -> Callable[[pa.Table], pa.ChunkedArray]:
+    bound = pa.scalar(moment, _TIMESTAMP)
+    return lambda table: pc.fill_null(pc.greater_equal(table[column].cast(_TIMESTAMP), bound), False)
 
 
 def _without_unchanged(page: pa.Table, staged: pa.Table, cursor: str) -> pa.Table:
@@ -321,25 +416,6 @@ def _without_unchanged(page: pa.Table, staged: pa.Table, cursor: str) -> pa.Tabl
     seen = staged.select(["Id", cursor]).append_column("_staged", pa.array([True] * staged.num_rows))
     joined = page.join(seen, keys=["Id", cursor], join_type="left outer")
     return joined.filter(pc.is_null(joined.column("_staged"))).drop_columns(["_staged"]).select(page.column_names)
-
-
-def _quarantine(state: StateStore, sobject: str, rejected: list[Rejected], run_id: str) -> int:
-    if not rejected:
-        return 0
-    log.warning("pull %s: %d records quarantined (%s)", sobject, len(rejected), rejected[0].reason)
-    state.quarantine([QuarantinedRecord(sobject=sobject, record_id=item.record_id, reason=item.reason,
-                                        raw=item.raw, run_id=run_id) for item in rejected])
-    return len(rejected)
-
-
-def _release(state: StateStore, sobject: str, clean: pa.Table, quarantined_ids: set[str]) -> None:
-    """Records that arrive clean now leave the quarantine they were in."""
-    if not quarantined_ids or clean.num_rows == 0:
-        return
-    arrived = set(clean.column("Id").to_pylist()) & quarantined_ids
-    if arrived:
-        state.release_quarantine(sobject, sorted(arrived))
-        quarantined_ids -= arrived
 
 
 def _later(current: datetime | None, candidate: object) -> datetime | None:
@@ -352,81 +428,45 @@ def _later(current: datetime | None, candidate: object) -> datetime | None:
     return value if current is None or value > current else current
 
 
-class _StagingSink:
-    """Writes one stream's parts straight into staging (an incremental pull)."""
-
-    def __init__(self, staging: Staging, sobject: str) -> None:
-        self.staging = staging
-        self.sobject = sobject
-
-    def write_part(self, table: pa.Table) -> None:
-        self.staging.write_part(self.sobject, table)
-
-    def write_tombstones(self, ids: list[str], deleted_at: list[datetime]) -> None:
-        self.staging.write_tombstones(self.sobject, ids, deleted_at)
-
-
-class _DuplicateTracker:
-    """Finds Ids that came in more than one page of one pull.
-
-    A Bulk job or a REST query cursor is a snapshot: each record comes once. An Id in two pages means
-    the source is broken, and neither copy can be trusted. Only the Ids are kept (Arrow arrays, no
-    copies), so even a million-row stream costs a few megabytes.
-    """
-
-    def __init__(self) -> None:
-        self._ids: list[pa.Array] = []
-
-    def add(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._ids.append(table.column("Id").combine_chunks())
-
-    def conflicting_ids(self) -> list[str]:
-        if len(self._ids) < 2:
-            return []
-        counts = pa.table({"Id": pa.concat_arrays(self._ids)}).group_by("Id").aggregate([("Id", "count")])
-        return sorted(counts.filter(pc.greater(counts.column("Id_count"), 1)).column("Id").to_pylist())
-
-
 # --- a whole pull run, as the CLI and the flows start it -----------------------------------------------------
 
-def open_staging(settings: "Settings") -> Staging:
-    """The staging the settings name, with their compaction threshold."""
-    return Staging(settings.staging_path, compact_after=settings.staging_compact_after)
+def run_pull(org: SalesforceConfig, state_config: StateConfig, staging_config: StagingConfig, config: PullConfig,
+             streams: list[Stream], *, full_refresh: bool = False, reconcile: bool = False, run_id: str | None = None,
+             on_rows: RowsCallback | None = None) -> PullReport:
+    """A pull as a whole: one writer at a time, against the org this state belongs to, recorded.
 
-
-def options_from_settings(settings: "Settings", *, full_refresh: bool = False, mode: PullMode | None = None) -> PullOptions:
-    """The pull options the settings ask for (command-line choices on top)."""
-    return PullOptions(mode=mode or settings.pull_mode, bulk_threshold=settings.pull_bulk_threshold,
-                       overlap=timedelta(minutes=settings.pull_overlap_minutes),
-                       history_days=settings.pull_history_days, full_refresh=full_refresh,
-                       bulk_page_rows=settings.pull_bulk_page_rows, workers=settings.pull_workers,
-                       bulk_poll_seconds=settings.salesforce_bulk_poll_seconds)
-
-
-def run_pull(settings: "Settings", streams: list[Stream], options: PullOptions, *,
-             on_rows: RowsCallback | None = None, run_id: str | None = None) -> PullReport:
-    """A recorded pull: checks the API reserve, pulls, and writes the outcome to the run ledger.
-
-    With `run_id` the pull is part of a larger run (a flow) that records its own outcome; without it,
-    the pull is a run of its own: the ledger gets its parameters, counts, API calls and any error.
+    Takes the state's "pull" lock (a second pull waits `config.lock_wait_seconds`, then stops with who
+    holds it), logs in, binds the state to the org on its first run and refuses another org, checks the
+    API reserve, and pulls. With `run_id` the pull is part of a larger run (a flow) that records its own
+    outcome; without it, the pull is a run of its own in the ledger.
     """
-    state = StateStore(settings.state_url)
+    state = StateStore.from_config(state_config)
     state.ensure_schema()
-    own_run = run_id is None
-    if run_id is None:
-        run_id = state.start_run("pull", {"streams": [stream.sobject for stream in streams],
-                                          "mode": options.mode, "full_refresh": options.full_refresh})
+    if run_id is not None:
+        return _locked_pull(org, state, staging_config, config, streams, run_id=run_id, full_refresh=full_refresh,
+                            reconcile=reconcile, on_rows=on_rows)
+    parameters = {"streams": [stream.sobject for stream in streams], "mode": config.mode,
+                  "full_refresh": full_refresh, "reconcile": reconcile}
+    with state.recorded_run("pull", parameters) as run:
+        report = _locked_pull(org, state, staging_config, config, streams, run_id=run.id, full_refresh=full_refresh,
+                              reconcile=reconcile, on_rows=on_rows, ledger=run)
+        run.counts.update(report.counts())
+    return report
+
+
+def _locked_pull(org: SalesforceConfig, state: StateStore, staging_config: StagingConfig, config: PullConfig,
+                 streams: list[Stream], *, run_id: str, full_refresh: bool, reconcile: bool,
+                 on_rows: RowsCallback | None, ledger: LedgerEntry | None = None) -> PullReport:
     client: SalesforceClient | None = None
     try:
-        client = SalesforceClient(settings)
-        client.check_api_reserve(settings.api_reserve)
-        report = pull(client, open_staging(settings), state, streams, run_id=run_id, options=options,
-                      on_rows=on_rows)
-    except BaseException as error:
-        if own_run:
-            state.finish_run(run_id, "failed", api_calls=client.api_calls if client else 0, error=str(error))
-        raise
-    if own_run:
-        state.finish_run(run_id, "succeeded", api_calls=report.api_calls, counts=report.counts())
-    return report
+        with state.lock("pull", purpose="pull the org into staging", wait_seconds=config.lock_wait_seconds):
+            client = SalesforceClient(org)
+            state.bind_org(client.org_id, client.instance_url)
+            client.check_api_reserve(config.api_reserve)
+            report = pull(client, Staging.from_config(staging_config), state, streams, run_id=run_id, config=config,
+                          full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows)
+            report.api_calls = client.api_calls  # the login's identity and the reserve check count too
+            return report
+    finally:
+        if ledger is not None:
+            ledger.api_calls = client.api_calls if client is not None else 0

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from simple_salesforce import Salesforce
 
 from connectors.salesforce import connect
-from persona_sync.local_sandbox import settings_for
-from persona_sync.settings import Settings
+from core.settings import Settings
+from persona_sync.embedded_org import pointed_at, sandbox_org
 from sandbox.runner import RunningSandbox, SandboxConfig, start_sandbox
 
 # The generated test org's "today": fixed, so every run sees the same org.
@@ -55,7 +56,24 @@ def faults(sandbox: RunningSandbox) -> Iterator[RunningSandbox]:
 def sandbox_settings(running: RunningSandbox, **overrides: object) -> Settings:
     """Settings that point persona-sync at `running` (client credentials unless overridden)."""
     base = Settings(_env_file=None, home=running.data_dir.parent)
-    return settings_for(base, running).updated(**overrides)
+    return pointed_at(base, running).updated(**overrides)
+
+
+def sandbox_environment(running: RunningSandbox, **overrides: object) -> dict[str, str]:
+    """PERSONA_SYNC_* variables that point a process (or a flow) at `running`, plus `overrides`
+    (by setting name, e.g. `home=tmp_path`)."""
+    values = sandbox_org(running.url, running.data_dir, running.credentials) | overrides
+    return {f"PERSONA_SYNC_{name.upper()}": value.get_secret_value() if hasattr(value, "get_secret_value")
+            else str(value) for name, value in values.items()}
+
+
+def pull_org(settings: Settings, names: list[str] | None = None, *, run_id: str | None = None):
+    """Pulls every declared stream (or those named) as the settings say, as `persona-sync pull` does."""
+    from connectors.salesforce.streams import streams_by_name
+    from tasks.pull import run_pull
+
+    return run_pull(settings.salesforce(), settings.state(), settings.staging(), settings.pull(),
+                    streams_by_name(names), run_id=run_id)
 
 
 @pytest.fixture
@@ -66,7 +84,24 @@ def settings(sandbox: RunningSandbox) -> Settings:
 @pytest.fixture
 def sf(settings: Settings) -> Salesforce:
     """A simple-salesforce client logged in to the shared sandbox."""
-    return connect(settings)
+    return connect(settings.salesforce())
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, created next to `postgres_url` and dropped afterwards."""
+    import sqlalchemy
+
+    name = f"persona_sync_test_{uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sqlalchemy.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import typer.main
 from typer.testing import CliRunner
 
 from persona_sync.cli import app
-from persona_sync.settings import Settings
+from core.settings import Settings
 from sandbox.runner import RunningSandbox, SandboxConfig, start_sandbox_process
-from tests.conftest import AS_OF
+from tests.conftest import AS_OF, sandbox_environment
 
 runner = CliRunner()
 
@@ -34,6 +34,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 def test_demo_starts_the_sandbox_and_queries_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    monkeypatch.setenv("PERSONA_SYNC_SANDBOX_PORT", "0")
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 0, result.output
     assert "Organization: Acme Sandbox" in result.output
@@ -41,21 +42,24 @@ def test_demo_starts_the_sandbox_and_queries_it(tmp_path: Path, monkeypatch: pyt
     assert (tmp_path / "sandbox" / "truth" / "truth.csv").exists()
 
 
+def _point_at(sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in sandbox_environment(sandbox).items():
+        monkeypatch.setenv(name, value)
+
+
 def test_query_runs_against_the_org_named_by_the_environment(sandbox: RunningSandbox,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", sandbox.url)
-    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CA_BUNDLE", str(sandbox.ca_cert))
+    _point_at(sandbox, monkeypatch)
     result = runner.invoke(app, ["query", "SELECT Id, Name FROM Profile ORDER BY Name LIMIT 3"])
     assert result.exit_code == 0, result.output
-    assert "3 rows" in result.output
-    bulk = runner.invoke(app, ["query", "--bulk", "SELECT Id FROM Organization"])
-    assert bulk.exit_code == 0 and "1 rows" in bulk.output
+    assert "3 rows" in result.output and "synthetic" not in result.output
+    bulk = runner.invoke(app, ["query", "--bulk", "SELECT Id FROM Organization WHERE Name != 'x from User'"])
+    assert bulk.exit_code == 0 and "1 rows" in bulk.output, bulk.output
 
 
 def test_query_shows_salesforce_errors_without_a_traceback(sandbox: RunningSandbox,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", sandbox.url)
-    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CA_BUNDLE", str(sandbox.ca_cert))
+    _point_at(sandbox, monkeypatch)
     result = runner.invoke(app, ["query", "SELECT Nope FROM User"])
     assert result.exit_code == 2
     assert "INVALID_FIELD" in result.output and "Traceback" not in result.output
@@ -63,6 +67,8 @@ def test_query_shows_salesforce_errors_without_a_traceback(sandbox: RunningSandb
 
 def test_a_dead_org_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", "https://localhost:9")
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CLIENT_ID", "app")
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CLIENT_SECRET", "secret")
     result = runner.invoke(app, ["query", "SELECT Id FROM User"])
     assert result.exit_code == 2
     assert "cannot reach https://localhost:9" in " ".join(result.output.split())
@@ -93,6 +99,41 @@ def test_sandbox_start_serves_from_a_child_process(tmp_path: Path) -> None:
 
 
 def test_secrets_never_print() -> None:
-    settings = Settings(_env_file=None, salesforce_client_secret="s3cr3t-value", salesforce_password="pw-value")
-    shown = repr(settings) + str(settings) + settings.model_dump_json()
-    assert "s3cr3t-value" not in shown and "pw-value" not in shown
+    settings = Settings(_env_file=None, salesforce_login_url="https://login.salesforce.com",
+                        salesforce_client_secret="s3cr3t-value", salesforce_password="pw-value",
+                        state_database_url="postgresql+psycopg://user:db-pass-value@host/state")
+    shown = (repr(settings) + str(settings) + settings.model_dump_json() + repr(settings.salesforce())
+             + repr(settings.state()) + settings.state().model_dump_json())
+    assert "s3cr3t-value" not in shown and "pw-value" not in shown and "db-pass-value" not in shown
+
+
+def test_a_missing_credential_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", "https://login.salesforce.com")
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CLIENT_ID", "app")
+    result = runner.invoke(app, ["pull"])
+    assert result.exit_code == 2
+    assert "PERSONA_SYNC_SALESFORCE_CLIENT_SECRET" in result.output and "Traceback" not in result.output
+
+
+def test_with_no_org_configured_the_command_says_first_that_it_uses_the_synthetic_sandbox(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    monkeypatch.setenv("PERSONA_SYNC_SANDBOX_PORT", "0")
+    result = runner.invoke(app, ["query", "SELECT COUNT() FROM User"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("Using the local synthetic sandbox org at https://localhost:")
+
+
+def test_the_sandbox_port_setting_is_where_the_command_starts_the_sandbox(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    monkeypatch.setenv("PERSONA_SYNC_SANDBOX_PORT", str(port))
+    result = runner.invoke(app, ["query", "SELECT COUNT() FROM User"])
+    assert result.exit_code == 0, result.output
+    assert f"https://localhost:{port}" in result.output.splitlines()[0]

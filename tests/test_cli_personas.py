@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from connectors.salesforce.streams import streams_by_name
 from connectors.state import StateStore
 from persona_sync.cli import app
 from personas.catalog import default_catalog_path
 from sandbox.runner import RunningSandbox
 from tasks.personas import assign_and_store, compute_and_store_features
-from tasks.pull import options_from_settings, run_pull
-from tests.conftest import sandbox_settings
+from tests.conftest import pull_org, sandbox_environment, sandbox_settings
 
 runner = CliRunner()
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -40,14 +38,14 @@ def test_catalog_check_names_file_line_and_field_of_a_mistake(tmp_path: Path) ->
 def assigned(fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunningSandbox:
     """A pulled, featured and assigned sandbox org, with the environment pointing at it."""
     settings = sandbox_settings(fresh_sandbox, home=tmp_path, pull_history_days=400)
-    for name, value in {"HOME": tmp_path, "SALESFORCE_LOGIN_URL": fresh_sandbox.url,
-                        "SALESFORCE_CA_BUNDLE": fresh_sandbox.ca_cert}.items():
-        monkeypatch.setenv(f"PERSONA_SYNC_{name}", str(value))
-    state = StateStore(settings.state_url)
+    for name, value in sandbox_environment(fresh_sandbox, home=tmp_path).items():
+        monkeypatch.setenv(name, value)
+    state = StateStore.from_config(settings.state())
     state.ensure_schema()
     run_id = state.start_run("test", {})
-    run_pull(settings, streams_by_name(None), options_from_settings(settings), run_id=run_id)
-    assign_and_store(settings, compute_and_store_features(settings, AS_OF), run_id, AS_OF)
+    pull_org(settings, run_id=run_id)
+    features_file = compute_and_store_features(settings.personas(), settings.staging(), AS_OF)
+    assign_and_store(settings.personas(), settings.state(), features_file, run_id, AS_OF)
     return fresh_sandbox
 
 

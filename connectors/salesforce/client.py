@@ -13,7 +13,7 @@ once, when it is built. `SalesforceClient` wraps it so that:
 - paging (REST `nextRecordsUrl`, Bulk API 2.0 `Sforce-Locator`) runs one page per `call`, so an expiry
   or a dropped connection repeats only the page that failed and the chain continues where it was:
   query locators and Bulk job ids outlive sessions;
-- what fails for good raises `persona_sync.errors.SalesforceError` naming the org, the object and the
+- what fails for good raises `core.errors.SalesforceError` naming the org, the object and the
   call, with Salesforce's own reason and what to check.
 
 Retries are declared once, as a `RetryPolicy`; tests pass a policy with tiny waits.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,8 +48,8 @@ from tenacity import wait_exponential_jitter
 from urllib3.exceptions import ProtocolError
 
 from connectors.salesforce.login import OrgSession, http_session, login
-from persona_sync.errors import ApiReserveError, SalesforceAuthError, SalesforceError
-from persona_sync.settings import Settings
+from core.configs import RetryConfig, SalesforceConfig
+from core.errors import ApiReserveError, SalesforceAuthError, SalesforceError
 
 __all__ = ["ApiReserveError", "BulkPage", "RetryPolicy", "SalesforceClient"]
 
@@ -99,11 +100,10 @@ class RetryPolicy:
             raise ValueError("RetryPolicy waits and jitter must not be negative")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "RetryPolicy":
+    def from_config(cls, config: RetryConfig) -> "RetryPolicy":
         """The policy the PERSONA_SYNC_SALESFORCE_RETRY_* settings describe (jitter capped by the max wait)."""
-        return cls(attempts=settings.salesforce_retry_attempts, initial_wait=settings.salesforce_retry_initial_seconds,
-                   max_wait=settings.salesforce_retry_max_seconds,
-                   jitter=min(1.0, settings.salesforce_retry_max_seconds))
+        return cls(attempts=config.attempts, initial_wait=config.initial_seconds, max_wait=config.max_seconds,
+                   jitter=min(1.0, config.max_seconds))
 
 
 @dataclass(frozen=True)
@@ -149,20 +149,23 @@ class SalesforceClient:
     two agree, and with faults `api_calls` is the larger.
     """
 
-    def __init__(self, settings: Settings, *, retry: RetryPolicy | None = None) -> None:
-        self._settings = settings
-        self._retry = retry or RetryPolicy.from_settings(settings)
+    def __init__(self, config: SalesforceConfig, *, retry: RetryPolicy | None = None) -> None:
+        self._config = config
+        self._retry = retry or RetryPolicy.from_config(config.retry)
         self._lock = threading.Lock()
         self._api_calls = 0
+        self._calls_by_object: Counter[str] = Counter()
+        self._calling = threading.local()  # the object this thread's current `call` is about
+        self._org_id: str | None = None
         self._api_usage: tuple[int, int] | None = None
         # Logins use a session of their own, so the response hook below sees API calls only.
-        self._login_http = http_session(settings.salesforce_ca_bundle)
-        self._http = http_session(settings.salesforce_ca_bundle)
-        adapter = _TimeoutAdapter(settings.salesforce_timeout_seconds)
+        self._login_http = http_session(config.ca_bundle)
+        self._http = http_session(config.ca_bundle)
+        adapter = _TimeoutAdapter(config.timeout_seconds)
         self._http.mount("https://", adapter)
         self._http.mount("http://", adapter)
         self._http.hooks["response"].append(self._on_response)
-        self._sf = self._build(login(settings, self._login_http))
+        self._sf = self._build(login(config, self._login_http))
 
     # --- what the caller may read -------------------------------------------------------------------
 
@@ -181,6 +184,27 @@ class SalesforceClient:
         """HTTP calls this client made to the org's API (see the class docstring for what counts)."""
         with self._lock:
             return self._api_calls
+
+    def api_calls_of(self, sobject: str) -> int:
+        """HTTP calls made for `sobject` (through `call(..., sobject=...)`) by any thread of this client.
+
+        Streams are pulled in parallel on one client; each thread's calls are counted for the object it
+        is calling about, so the per-object counts add up to `api_calls` less the calls about no object.
+        """
+        with self._lock:
+            return self._calls_by_object[sobject]
+
+    @property
+    def org_id(self) -> str:
+        """The org's 15-character id, from the login's identity URL (or one query, in session mode).
+
+        Bookkeeping is bound to it: state kept for one org must never be applied to another.
+        """
+        if self._org_id is None:
+            records = self.call(lambda sf: sf.query("SELECT Id FROM Organization")["records"], sobject="Organization",
+                                call="identify the org")
+            self._org_id = str(records[0]["Id"])[:15]
+        return self._org_id
 
     @property
     def api_usage(self) -> tuple[int, int] | None:
@@ -210,6 +234,8 @@ class SalesforceClient:
             retry=retry_if_exception(_is_transient),
             before_sleep=lambda state: self._log_retry(state, sobject, call),
         )
+        outer = getattr(self._calling, "sobject", "")
+        self._calling.sobject = sobject
         try:
             return retrying(self._run_renewing, operation, sobject, call)
         except RetryError as gave_up:
@@ -217,6 +243,8 @@ class SalesforceClient:
             raise self._failure(error, sobject, call, gave_up.last_attempt.attempt_number) from error
         except _SALESFORCE_FAILURES as error:
             raise self._failure(error, sobject, call, 1) from error
+        finally:
+            self._calling.sobject = outer
 
     # --- the org's allowance -----------------------------------------------------------------------
 
@@ -266,7 +294,7 @@ class SalesforceClient:
                              call=f"queryMore {next_url}")
 
     def bulk_pages(self, soql: str, *, sobject: str, include_deleted: bool = False, max_records: int = 50_000,
-                   poll_seconds: float = 0.5) -> Iterator[BulkPage]:
+                   poll_seconds: float | None = None) -> Iterator[BulkPage]:
         """Runs a Bulk API 2.0 query job and yields its results page by page (at most `max_records` rows).
 
         Each step (create the job, wait for it, fetch a page) goes through `call`, with simple-salesforce's
@@ -274,13 +302,15 @@ class SalesforceClient:
         the current locator; a download cut mid-stream fetches the same locator again. A create retried
         after a lost answer may leave one orphan job behind in the org (harmless; it ages out).
 
-        `poll_seconds` is simple-salesforce's `wait_for_job` wait: it sleeps that long, then polls at
+        `poll_seconds` (default: the config's `bulk_poll_seconds`) is simple-salesforce's `wait_for_job`
+        wait: it sleeps that long, then polls at
         intervals of `poll_seconds + e**n / 1000` s, growing until they reach 2 s and then fixed (about
         3.5 s with the default 0.5). The default suits real orgs, whose jobs take seconds to minutes; the
         local sandbox holds a poll until its job completes, so 0 there costs no busy polling.
         `include_deleted` runs a queryAll job (deleted and archived rows too).
         """
         operation = Operation.query_all if include_deleted else Operation.query
+        wait = self._config.bulk_poll_seconds if poll_seconds is None else poll_seconds
 
         def jobs(sf: Salesforce) -> _Bulk2Client:
             return getattr(sf.bulk2, sobject)._client  # built per access, with the current token
@@ -288,7 +318,7 @@ class SalesforceClient:
         job = self.call(lambda sf: jobs(sf).create_job(operation, soql, ColumnDelimiter.COMMA, LineEnding.LF),
                         sobject=sobject, call=f"bulk2 create {operation.value} job")
         job_id: str = job["id"]
-        self.call(lambda sf: jobs(sf).wait_for_job(job_id, True, poll_seconds), sobject=sobject,
+        self.call(lambda sf: jobs(sf).wait_for_job(job_id, True, wait), sobject=sobject,
                   call=f"bulk2 wait for job {job_id}")
         locator = ""
         while True:
@@ -307,8 +337,14 @@ class SalesforceClient:
         """A simple-salesforce client on `session`, sharing our HTTP session (timeouts, hook, TLS)."""
         self._instance_url = session.instance_url
         self._org = urlsplit(session.instance_url).netloc or session.instance_url
+        if session.org_id is not None:
+            if self._org_id is not None and session.org_id != self._org_id:
+                raise SalesforceAuthError(f"logging in again reached org {session.org_id}, not org {self._org_id} "
+                                          "this run started with; check PERSONA_SYNC_SALESFORCE_LOGIN_URL",
+                                          org=self._org, call="login")
+            self._org_id = session.org_id
         return Salesforce(instance_url=session.instance_url, session_id=session.session_id.get_secret_value(),
-                          session=self._http, version=self._settings.salesforce_api_version)
+                          session=self._http, version=self._config.api_version)
 
     def _run_renewing(self, operation: Callable[[Salesforce], T], sobject: str, call: str) -> T:
         """One attempt: `operation` on the current client, and once more after a renewal if it expired."""
@@ -329,11 +365,11 @@ class SalesforceClient:
         with self._lock:
             if self._sf is expired:
                 _log.info("the Salesforce session for %s expired; logging in again", self._org)
-                self._sf = self._build(login(self._settings, self._login_http))
+                self._sf = self._build(login(self._config, self._login_http))
             return self._sf
 
     def _renewal_advice(self) -> str:
-        if self._settings.salesforce_auth == "session":
+        if self._config.auth == "session":
             return ("in session mode persona-sync cannot log in by itself: set a fresh "
                     "PERSONA_SYNC_SALESFORCE_SESSION_ID, or use client_credentials or jwt "
                     "(PERSONA_SYNC_SALESFORCE_AUTH)")
@@ -343,8 +379,10 @@ class SalesforceClient:
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         """Response hook: counts the call and keeps the latest `Sforce-Limit-Info` api-usage."""
         match = _API_USAGE.search(response.headers.get("Sforce-Limit-Info", ""))
+        sobject = getattr(self._calling, "sobject", "")
         with self._lock:
             self._api_calls += 1
+            self._calls_by_object[sobject] += 1
             if match:
                 self._api_usage = (int(match.group(1)), int(match.group(2)))
 

@@ -7,12 +7,13 @@ file, fsync, rename" and a crash can never leave half a file where a reader look
 
 Layout: `root/<Object>/` holds `part-<seq>.parquet` (rows as pulled), `deleted-<seq>.parquet`
 (tombstones) and at most one live `base-<seq>.parquet` (a compacted or refreshed state that supersedes
-every file numbered below it). `root/.refresh/` holds full refreshes in progress. Rules of the merge:
-`merge.py`; crash-safety of the files: `files.py`; full refresh: `refresh.py`.
+every file numbered below it). Inside each file rows are grouped by a hash bucket of the Id, so whole-object
+work runs a bucket at a time in bounded memory (`layout.py`). `root/.refresh/` holds full refreshes in
+progress. Rules of the merge: `merge.py`; crash-safety of the files: `files.py`; full refresh: `refresh.py`.
 """
 
 from connectors.staging.errors import StagingError
 from connectors.staging.refresh import RefreshHandle
-from connectors.staging.store import Staging
+from connectors.staging.store import Prune, Staging
 
-__all__ = ["RefreshHandle", "Staging", "StagingError"]
+__all__ = ["Prune", "RefreshHandle", "Staging", "StagingError"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from persona_sync.errors import PersonaSyncError
+from core.errors import PersonaSyncError
 
 
 class StagingError(PersonaSyncError):

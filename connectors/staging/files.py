@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from uuid import uuid4
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from connectors.staging.errors import StagingError
 
@@ -30,7 +28,6 @@ FileKind = Literal["part", "deleted", "base"]
 
 _FILE_NAME = re.compile(r"^(?P<kind>part|deleted|base)-(?P<seq>\d{12})\.parquet$")
 TEMP_PREFIX = ".tmp-"
-_COMPRESSION = "zstd"
 
 
 @dataclass(frozen=True, order=True)
@@ -93,15 +90,15 @@ def snapshot(directory: Path) -> Snapshot:
     )
 
 
-def write_durably(table: pa.Table, path: Path) -> None:
-    """Writes `table` to `path` so that, once this returns, it survives a crash or power loss, and a
-    reader never sees half of it: write a temporary file in the same directory, fsync it, rename it into
-    place, fsync the directory."""
+def write_durably(path: Path, write: Callable[[Path], None]) -> None:
+    """Creates `path` with `write(temporary_path)` so that, once this returns, it survives a crash or power
+    loss, and a reader never sees half of it: write a temporary file in the same directory, fsync it,
+    rename it into place, fsync the directory."""
     if path.exists():
         raise StagingError(f"{path} already exists; staged files are immutable (is another process writing "
                            f"{path.parent.name}? Only one writer per object may run at a time)")
     temporary = path.with_name(f"{TEMP_PREFIX}{uuid4().hex}-{path.name}")
-    pq.write_table(table, temporary, compression=_COMPRESSION)
+    write(temporary)
     fsync_path(temporary)
     os.replace(temporary, path)
     fsync_path(path.parent)

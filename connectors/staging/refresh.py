@@ -42,10 +42,10 @@ class RefreshHandle:
     def state(self) -> RefreshState:
         return self._state
 
-    def write_part(self, table: pa.Table) -> Path | None:
+    def write_part(self, table: pa.Table, *, version: str | None = None) -> Path | None:
         """Stages a page of the new pull (same rules as `Staging.write_part`), invisible to readers."""
         self._ensure_open("write_part")
-        return self._scratch.write_part(self.sobject, table)
+        return self._scratch.write_part(self.sobject, table, version=version)
 
     def write_tombstones(self, ids: Sequence[str], deleted_at: Sequence[datetime]) -> Path | None:
         """Stages deletions seen by the new pull (same rules as `Staging.write_tombstones`)."""
@@ -58,8 +58,7 @@ class RefreshHandle:
         A refresh that staged no rows commits an empty object: the pull found nothing, so nothing is live.
         """
         self._ensure_open("commit")
-        merged = self._scratch.read_arrow(self.sobject)
-        installed = self._live._commit_refresh(self.sobject, merged)
+        installed = self._live._commit_refresh(self.sobject, self._scratch)
         self._discard_scratch()
         self._state = "committed"
         return installed

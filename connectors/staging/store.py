@@ -1,17 +1,23 @@
 """`Staging`: the typed, columnar, durable staging area, one directory of Parquet files per object.
 
-See the package docstring for why Parquet, `files.py` for the file layout and its crash-safety, and
-`merge.py` for how the files combine into an object's current state.
+See the package docstring for why Parquet, `files.py` for the file layout and its crash-safety,
+`layout.py` for how rows are grouped in a file (by a hash bucket of the Id), and `merge.py` for how the
+files combine into an object's current state.
 
-Concurrency: one writer per object at a time (the flows guarantee it); any number of readers, at any
-time, including during a compaction or a refresh commit.
+Memory: every whole-object operation (reading, compaction, a full refresh's commit, looking up Ids)
+runs one bucket at a time, so it holds about 1/16 of an object at once, never all of it.
+
+Concurrency: one writer per object at a time (the pull holds a lock for that); any number of
+readers, at any time, including during a compaction or a refresh commit.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -19,22 +25,31 @@ from uuid import uuid4
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from connectors.staging.errors import StagingError
-from connectors.staging.files import (FileKind, Snapshot, file_name, make_directory, snapshot, sweep,
+from connectors.staging.files import (FileKind, Snapshot, StagedFile, file_name, make_directory, snapshot, sweep,
                                       write_durably)
-from connectors.staging.merge import HELPER_PREFIX, ID, current_state, empty_state
+from connectors.staging.layout import BucketWriter, StagedReader, buckets_for, write_bucketed
+from connectors.staging.merge import DELETED_AT, HELPER_PREFIX, ID, TIMESTAMP, current_state, empty_state
 from connectors.staging.refresh import RefreshHandle
+from core.configs import DEFAULT_COMPACT_AFTER, StagingConfig
 
-TIMESTAMP = pa.timestamp("ms", tz="UTC")
-DELETED_AT = "deleted_at"
-DEFAULT_COMPACT_AFTER = 32
 REFRESH_DIR = ".refresh"
 
 _SOBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # A reader that lists the files just before a compaction removes them retries with a fresh listing.
 _READ_ATTEMPTS = 5
+
+# A filter applied to each bucket's merged rows (e.g. only rows inside a time window).
+RowFilter = Callable[[pa.Table], pa.Array | pa.ChunkedArray]
+
+
+@dataclass(frozen=True)
+class Prune:
+    """Rows a compaction drops: those whose `column` is before `before` (rows where it is null stay)."""
+
+    column: str
+    before: datetime
 
 
 class Staging:
@@ -44,24 +59,34 @@ class Staging:
         self.root = Path(root)
         self.compact_after = compact_after
 
+    @classmethod
+    def from_config(cls, config: StagingConfig) -> Staging:
+        """The staging a `StagingConfig` names."""
+        return cls(config.root, compact_after=config.compact_after)
+
     # --- writing --------------------------------------------------------------------------------------
 
-    def write_part(self, sobject: str, table: pa.Table) -> Path | None:
+    def write_part(self, sobject: str, table: pa.Table, *, version: str | None = None) -> Path | None:
         """Stages rows as pulled; durable when this returns. Returns the new file, or None for an empty
         table (nothing is written: an empty part would change nothing but the file count).
 
         The table needs a non-empty string `Id` on every row; timestamps must be timezone-aware and are
-        stored as timestamp[ms, UTC]; dictionary columns are stored decoded. Rows of a later part win over
-        earlier ones for the same Id, and within a part the later row wins.
+        stored as timestamp[ms, UTC]; dictionary columns are stored decoded. `version` names the column
+        that orders the versions of an Id (the object's cursor, e.g. SystemModstamp): the latest value
+        wins whatever the order parts were written in. Without it, or where it is equal, a later part
+        wins over earlier ones, and within a part the later row.
         """
         if table.num_rows == 0:
             return None
         prepared = _prepared_part(table, sobject)
-        return self._append(sobject, "part", prepared)
+        if version is not None and version not in prepared.column_names:
+            raise StagingError(f"a part of {sobject} has no version column {version!r}")
+        return self._append(sobject, "part", prepared, version)
 
     def write_tombstones(self, sobject: str, ids: Sequence[str], deleted_at: Sequence[datetime]) -> Path | None:
-        """Stages deletions: each Id's row staged before this call stops being read. Returns the new file,
-        or None when `ids` is empty. Write a pull's rows before its tombstones (see merge.py)."""
+        """Stages deletions: each Id's row stops being read, if its version is not later than the
+        deletion (a row without a version: if it was staged before this call). Returns the new file, or
+        None when `ids` is empty."""
         if len(ids) != len(deleted_at):
             raise StagingError(f"tombstones of {sobject}: {len(ids)} ids but {len(deleted_at)} deleted_at values")
         if not ids:
@@ -69,20 +94,20 @@ class Staging:
         when = [_aware_utc(value, f"deleted_at of {sobject} {record_id}") for record_id, value in zip(ids, deleted_at)]
         table = pa.table({ID: pa.array(ids, type=pa.string()), DELETED_AT: pa.array(when, type=TIMESTAMP)})
         _check_ids(table[ID], sobject)
-        return self._append(sobject, "deleted", table)
+        return self._append(sobject, "deleted", table, None)
 
-    def compact(self, sobject: str) -> Path | None:
-        """Rewrites the object's files as one base file holding its current state; returns it, or None
-        when there was nothing to merge. Reads give the same result before, during and after, and a
-        crash at any step leaves a correct staging (the base is durable before any old file goes)."""
+    def compact(self, sobject: str, *, prune: Prune | None = None) -> Path | None:
+        """Rewrites the object's files as one base file holding its current state (less the rows `prune`
+        drops); returns it, or None when there was nothing to do. Reads give the same result before,
+        during and after, and a crash at any step leaves a correct staging (the base is durable before
+        any old file goes). Runs bucket by bucket: memory follows a bucket, not the object."""
         directory = self._directory(sobject)
         found = snapshot(directory)
         if not found.parts and not found.tombstones:
             if directory.is_dir():
                 sweep(directory)
             return None
-        merged = self._read_snapshot(found, sobject, None)
-        return self._install(directory, merged, found.next_seq)
+        return self._install(directory, found.next_seq, _BucketSource(self, sobject, prune))
 
     def needs_compaction(self, sobject: str) -> bool:
         """Whether reads of the object now merge more than `compact_after` part and tombstone files."""
@@ -104,30 +129,45 @@ class Staging:
         scratch = Staging(refreshes / f"{sobject}-{uuid4().hex}", compact_after=self.compact_after)
         return RefreshHandle(self, sobject, scratch)
 
-    def _commit_refresh(self, sobject: str, table: pa.Table) -> Path:
-        """Makes `table` (one row per Id) the object's whole state, atomically (`RefreshHandle.commit`)."""
+    def _commit_refresh(self, sobject: str, scratch: Staging) -> Path:
+        """Makes the state staged in `scratch` the object's whole state, atomically (`RefreshHandle.commit`)."""
         directory = self._directory(sobject)
         make_directory(directory)
-        return self._install(directory, table, snapshot(directory).next_seq)
+        return self._install(directory, snapshot(directory).next_seq, _BucketSource(scratch, sobject, None))
 
     # --- reading --------------------------------------------------------------------------------------
+
+    def buckets(self, sobject: str, columns: list[str] | None = None, *,
+                where: RowFilter | None = None) -> Iterator[pa.Table]:
+        """The object's current state, one hash bucket of Ids at a time (each bucket sorted by Id).
+
+        Every Id is in exactly one bucket, so a caller that aggregates bucket by bucket gets what the whole
+        object would give, holding one bucket at a time. `columns` as for `read_arrow`; `where` keeps the
+        rows of each bucket it marks true (applied after the merge, so it sees each Id's current row, with
+        the asked columns).
+        """
+        found = self._open_snapshot(sobject)
+        if found is None:
+            return
+        with found:
+            for state in found.merged(None if columns is None else list(dict.fromkeys([ID, *columns]))):
+                state = _shaped(state, columns)
+                yield state if where is None else state.filter(where(state))
 
     def read_arrow(self, sobject: str, columns: list[str] | None = None) -> pa.Table:
         """The object's current state: one row per live Id, sorted by Id.
 
         `columns` picks columns in that order (only those are read from disk); a column no file has reads
         as nulls. An object never staged reads as an empty table with `columns` (Id alone when None).
+        Holds the whole object: for large objects prefer `buckets`.
         """
-        directory = self._directory(sobject)
-        attempts_left = _READ_ATTEMPTS
-        while True:
-            try:
-                return self._read_snapshot(snapshot(directory), sobject, columns)
-            except FileNotFoundError as error:
-                attempts_left -= 1
-                if not attempts_left:
-                    raise StagingError(f"the files of {sobject} kept changing while being read ({error}); "
-                                       "is more than one process compacting it?") from error
+        parts = list(self.buckets(sobject, columns))
+        if not parts:
+            return empty_state(columns)
+        state = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            state = state.take(pc.sort_indices(state[ID]))
+        return state
 
     def read(self, sobject: str, columns: list[str] | None = None) -> pd.DataFrame:
         """`read_arrow` as a pandas DataFrame, by pyarrow's default conversion: timestamps as
@@ -136,35 +176,34 @@ class Staging:
 
     def row_count(self, sobject: str) -> int:
         """How many live rows the object has (from the file footer alone when it is compacted)."""
-        found = snapshot(self._directory(sobject))
-        if found.parts or found.tombstones:
-            return self.read_arrow(sobject, [ID]).num_rows
-        if found.base is None:
+        found = self._open_snapshot(sobject)
+        if found is None:
             return 0
-        try:
-            with pq.ParquetFile(found.base.path) as parquet:
-                return parquet.metadata.num_rows
-        except FileNotFoundError:  # a refresh or compaction replaced the base just now
-            return self.read_arrow(sobject, [ID]).num_rows
+        with found:
+            if found.base_alone is not None:
+                return found.base_alone.num_rows
+            return sum(state.num_rows for state in found.merged([ID]))
+
+    def live_ids(self, sobject: str, ids: pa.Array) -> pa.Array:
+        """Those of `ids` that are live in staging (in no particular order)."""
+        if len(ids) == 0:
+            return pa.array([], pa.string())
+        wanted = pc.unique(ids.cast(pa.string()))
+        found = [state[ID].filter(pc.is_in(state[ID], value_set=wanted)) for state in self.buckets(sobject, [ID])]
+        return pa.chunked_array(found, pa.string()).combine_chunks() if found else pa.array([], pa.string())
 
     def columns_in_every_file(self, sobject: str) -> set[str] | None:
         """The columns every staged file with rows has (None when no rows are staged): a column added to
         a stream later is missing from the files pulled before it. Ask before staging more: a compaction
         merges the files into one that has every column (nulls where rows lacked it)."""
-        attempts_left = _READ_ATTEMPTS
-        while True:
-            files = snapshot(self._directory(sobject)).row_files
-            try:
-                footers = [pq.read_metadata(staged.path) for staged in files]
-                schemas = [footer.schema.to_arrow_schema() for footer in footers if footer.num_rows]
-            except FileNotFoundError:  # a compaction or refresh replaced the files just now
-                attempts_left -= 1
-                if attempts_left:
-                    continue
-                raise
-            if not schemas:
-                return None
-            return set.intersection(*(set(schema.names) for schema in schemas))
+        found = self._open_snapshot(sobject)
+        if found is None:
+            return None
+        with found:
+            schemas = [reader.schema for _, reader in found.rows if reader.num_rows]
+        if not schemas:
+            return None
+        return set.intersection(*(set(schema.names) for schema in schemas))
 
     def objects(self) -> list[str]:
         """The objects with something staged, by name."""
@@ -180,39 +219,128 @@ class Staging:
             raise StagingError(f"{sobject!r} is not a Salesforce object API name (letters, digits, underscores)")
         return self.root / sobject
 
-    def _append(self, sobject: str, kind: FileKind, table: pa.Table) -> Path:
+    def _append(self, sobject: str, kind: FileKind, table: pa.Table, version: str | None) -> Path:
         directory = self._directory(sobject)
         make_directory(directory)
         sweep(directory)
         path = directory / file_name(kind, snapshot(directory).next_seq)
-        write_durably(table, path)
+        write_durably(path, lambda temporary: write_bucketed(table, temporary, version=version))
         return path
 
-    def _install(self, directory: Path, table: pa.Table, seq: int) -> Path:
-        """Writes the base durably, then removes the files it supersedes (never the other way round)."""
+    def _open_snapshot(self, sobject: str) -> _OpenSnapshot | None:
+        """The object's files that count now, opened (None when nothing is staged)."""
+        directory = self._directory(sobject)
+        for attempt in range(_READ_ATTEMPTS):
+            found = snapshot(directory)
+            if not found.row_files:
+                return None
+            try:
+                return _OpenSnapshot(found, sobject)
+            except FileNotFoundError as error:  # a compaction replaced the files just now: list them again
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise StagingError(f"the files of {sobject} kept changing while being opened ({error}); "
+                                       "is more than one process compacting it?") from error
+        raise AssertionError("unreachable")
+
+    def _install(self, directory: Path, seq: int, source: _BucketSource) -> Path:
+        """Writes a base from `source` durably, then removes the files it supersedes (never the other way
+        round). An object whose state is empty still gets a base: it supersedes what was there."""
         path = directory / file_name("base", seq)
-        write_durably(table, path)
+        write_durably(path, source.write_to)
         sweep(directory)
         return path
 
-    def _read_snapshot(self, found: Snapshot, sobject: str, columns: list[str] | None) -> pa.Table:
-        if not found.row_files:
-            return empty_state(columns)
-        wanted = None if columns is None else list(dict.fromkeys([ID, *columns]))
-        versions = [(staged.seq, _read_columns(staged.path, wanted)) for staged in found.row_files]
-        if found.base is not None and len(versions) == 1 and not found.tombstones:
-            state = versions[0][1]  # a base alone is already one row per Id, sorted by Id
-        else:
-            tombstones = [(staged.seq, _read_columns(staged.path, [ID])) for staged in found.tombstones]
-            state = current_state(versions, tombstones, sobject=sobject)
-        return _shaped(state, columns)
+
+class _OpenSnapshot:
+    """An object's counting files, open for reading bucket by bucket; close it (a context manager)."""
+
+    def __init__(self, found: Snapshot, sobject: str) -> None:
+        self.sobject = sobject
+        self._stack = ExitStack()
+        try:
+            self.rows = [(staged.seq, self._open(staged)) for staged in found.row_files]
+            self.tombstones = [(staged.seq, self._open(staged)) for staged in found.tombstones]
+        except BaseException:
+            self._stack.close()
+            raise
+        self.base_alone = self.rows[0][1] if found.base is not None and len(self.rows) == 1 and not self.tombstones \
+            else None
+        versions = {reader.version for _, reader in self.rows if reader.version is not None}
+        if len(versions) > 1:
+            self._stack.close()
+            raise StagingError(f"the staged files of {sobject} disagree on which column orders versions "
+                               f"({sorted(versions)}); run a full refresh of it")
+        self.version = versions.pop() if versions else None
+        self.bucket_count = max(reader.buckets for _, reader in self.rows + self.tombstones)
+        try:
+            self.schema = pa.unify_schemas([reader.schema.remove_metadata() for _, reader in self.rows],
+                                           promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            self._stack.close()
+            raise StagingError(f"the staged files of {sobject} disagree on a column's type: {error}. Stage the "
+                               "object with explicit column types, or run a full refresh of it") from error
+
+    def _open(self, staged: StagedFile) -> StagedReader:
+        reader = StagedReader(staged.path)
+        self._stack.callback(reader.close)
+        return reader
+
+    def merged(self, columns: list[str] | None) -> Iterator[pa.Table]:
+        """Each bucket's current state: one row per live Id, sorted by Id (all columns when None)."""
+        wanted = columns
+        if wanted is not None and self.version is not None and self.version not in wanted:
+            wanted = [*wanted, self.version]  # the merge needs it; dropped again below
+        for bucket in range(self.bucket_count):
+            versions = [(seq, reader.read_bucket(bucket, self.bucket_count, wanted)) for seq, reader in self.rows]
+            if self.base_alone is not None:
+                state = versions[0][1]  # a base alone is already one row per Id, sorted by Id
+            else:
+                tombstones = [(seq, reader.read_bucket(bucket, self.bucket_count, [ID, DELETED_AT]))
+                              for seq, reader in self.tombstones]
+                state = current_state(versions, tombstones, sobject=self.sobject, version=self.version)
+            if columns is not None and wanted is not columns:
+                state = state.select([name for name in state.column_names if name in columns])
+            yield state
+
+    def __enter__(self) -> _OpenSnapshot:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stack.close()
 
 
-def _read_columns(path: Path, wanted: list[str] | None) -> pa.Table:
-    """The `wanted` columns this file has (all when None): a part from before a new field lacks it."""
-    with pq.ParquetFile(path) as parquet:
-        present = parquet.schema_arrow.names
-        return parquet.read(columns=None if wanted is None else [name for name in wanted if name in present])
+class _BucketSource:
+    """The merged buckets of one object, written out as a new base file (compaction, refresh commit)."""
+
+    def __init__(self, staging: Staging, sobject: str, prune: Prune | None) -> None:
+        self._staging = staging
+        self._sobject = sobject
+        self._prune = prune
+
+    def write_to(self, path: Path) -> None:
+        found = self._staging._open_snapshot(self._sobject)
+        if found is None:  # nothing staged: an empty base (an object that is now empty)
+            write_bucketed(pa.table({ID: pa.array([], pa.string())}), path, version=None)
+            return
+        with found:
+            total = sum(reader.num_rows for _, reader in found.rows)
+            buckets = found.bucket_count if buckets_for(total) > 1 else 1
+            writer = BucketWriter(path, found.schema, buckets=buckets, version=found.version)
+            try:
+                pending: list[pa.Table] = []
+                for state in found.merged(None):
+                    if self._prune is not None and self._prune.column in state.column_names:
+                        state = state.filter(pc.invert(pc.fill_null(
+                            pc.less(state[self._prune.column], pa.scalar(self._prune.before, TIMESTAMP)), False)))
+                    if buckets == 1:
+                        pending.append(state)
+                    else:
+                        writer.write_bucket(state)
+                if buckets == 1:
+                    writer.write_bucket(pa.concat_tables(pending, promote_options="permissive")
+                                        if pending else found.schema.empty_table())
+            finally:
+                writer.close()
 
 
 def _shaped(state: pa.Table, columns: list[str] | None) -> pa.Table:

@@ -5,8 +5,9 @@ schema is managed by alembic revisions shipped in `migrations/` and applied from
 `StateStore.ensure_schema()`. Every datetime going in must be timezone-aware and comes out in UTC.
 """
 
-from connectors.state.errors import StateError
-from connectors.state.records import PullStats, QuarantinedRecord, RunRecord, Watermark
+from connectors.state.errors import LockedError, OrgMismatchError, StateError
+from connectors.state.records import LedgerEntry, PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.store import StateStore
 
-__all__ = ["PullStats", "QuarantinedRecord", "RunRecord", "StateError", "StateStore", "Watermark"]
+__all__ = ["LedgerEntry", "LockedError", "OrgMismatchError", "PullStats", "QuarantinedRecord", "RunRecord",
+           "StateError", "StateStore", "Watermark"]

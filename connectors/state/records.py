@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-PullMode = Literal["rest", "bulk"]
+from core.configs import Transfer
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class Watermark:
     """How far an object has been pulled: the cursor value to resume from, and where history starts.
 
     `history_start` is recorded with the watermark so the start of history is never a silent default.
+    `deletions_value` is where the next look for deleted rows resumes (None: never looked), and
+    `reconciled_at` when the object's Ids were last compared with the org's (None: never).
     """
 
     sobject: str
@@ -40,6 +42,8 @@ class Watermark:
     history_start: datetime
     updated_at: datetime
     run_id: str
+    deletions_value: datetime | None = None
+    reconciled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class PullStats:
 
     run_id: str
     sobject: str
-    mode: PullMode
+    mode: Transfer
     rows: int
     deleted: int
     quarantined: int
@@ -73,3 +77,14 @@ class PullStats:
     seconds: float
     watermark_from: datetime | None
     watermark_to: datetime | None
+    held: int = 0  # rows whose user is not staged yet, held back until the user arrives
+    purged: int = 0  # rows the org no longer has (a reconciliation found them gone), removed from staging
+
+
+@dataclass
+class LedgerEntry:
+    """A run being recorded (`StateStore.recorded_run`): fill in what it did; it is written when it ends."""
+
+    id: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    api_calls: int | None = None

@@ -1,44 +1,73 @@
-"""The state store: persona-sync's own bookkeeping (run ledger, watermarks, quarantine, pull statistics).
+"""The state store: persona-sync's own bookkeeping (run ledger, watermarks, quarantine, pull statistics,
+assignments, the org it belongs to, and writer locks).
 
 One object, `StateStore`, over one SQLAlchemy engine: SQLite by default, PostgreSQL in production. Each
 method is its own transaction, so what a method has written is committed when it returns (a watermark
 is only moved after the rows it covers are staged, and stays moved if the run dies a second later).
+
+The database URL may hold a password: it is taken as a secret and only ever shown with the password
+hidden.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
 import pandas as pd
-from sqlalchemy import Insert, delete, insert, select
+from pydantic import SecretStr
+from sqlalchemy import Insert, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.state.errors import StateError
-from connectors.state.records import PullStats, QuarantinedRecord, RunRecord, Watermark
+from connectors.state.errors import LockedError, OrgMismatchError, StateError
+from connectors.state.records import LedgerEntry, PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
-from connectors.state.tables import AssignmentRow, PullStatsRow, QuarantineRow, RunRow, WatermarkRow, as_utc
+from connectors.state.tables import (AssignmentRow, LockRow, OrgRow, PullStatsRow, QuarantineRow, RunRow,
+                                     WatermarkRow, as_utc)
+from core.configs import StateConfig
+
+log = logging.getLogger(__name__)
 
 RUNNING = "running"
 PULL_MODES = ("rest", "bulk")
 # Bound parameters per statement stay well under SQLite's and PostgreSQL's limits.
 _CHUNK = 500
+# A lock holder refreshes its heartbeat this often; a lock whose heartbeat is older than the stale age
+# belongs to a process that died on another machine, and may be taken over.
+_HEARTBEAT_SECONDS = 30.0
+_STALE_LOCK = timedelta(minutes=10)
+_LOCK_POLL_SECONDS = 0.5
 
 
 class StateStore:
     """persona-sync's bookkeeping database. Call `ensure_schema()` once per process before anything else."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine = create_state_engine(url)
+    def __init__(self, url: str | SecretStr) -> None:
+        secret = url if isinstance(url, SecretStr) else SecretStr(url)
+        self._engine = create_state_engine(secret.get_secret_value())
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @classmethod
+    def from_config(cls, config: StateConfig) -> StateStore:
+        """The state database a `StateConfig` names."""
+        return cls(config.url)
+
+    @property
+    def where(self) -> str:
+        """The database, for messages: its URL with the password hidden."""
+        return self._where()
 
     def ensure_schema(self) -> None:
         """Brings the schema to the newest revision this package ships; cheap when it is already there."""
@@ -90,6 +119,23 @@ class StateStore:
             row.api_calls = api_calls
             row.error = error
 
+    @contextmanager
+    def recorded_run(self, flow: str, parameters: dict[str, Any]) -> Iterator[LedgerEntry]:
+        """Records a run for the length of the block: 'running' at once, then 'succeeded' with what the block
+        put in the entry's counts and api_calls, or 'failed' with the error (which is raised on).
+
+        `with state.recorded_run("nightly_sync", {"as_of": ...}) as run: ... run.counts["rows"] = n`
+        """
+        entry = LedgerEntry(self.start_run(flow, parameters))
+        try:
+            yield entry
+        except BaseException as error:
+            reason = str(error) or type(error).__name__
+            self.finish_run(entry.id, "failed", counts=entry.counts or None, api_calls=entry.api_calls,
+                            error=reason)
+            raise
+        self.finish_run(entry.id, "succeeded", counts=entry.counts, api_calls=entry.api_calls)
+
     def run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or None when the ledger has no such run."""
         with self._sessions() as session:
@@ -112,14 +158,17 @@ class StateStore:
             if row is None:
                 return None
             return Watermark(sobject=row.sobject, cursor_field=row.cursor_field, value=row.value,
-                             history_start=row.history_start, updated_at=row.updated_at, run_id=row.run_id)
+                             history_start=row.history_start, updated_at=row.updated_at, run_id=row.run_id,
+                             deletions_value=row.deletions_value, reconciled_at=row.reconciled_at)
 
     def set_watermark(self, sobject: str, cursor_field: str, value: datetime, history_start: datetime,
-                      run_id: str) -> None:
+                      run_id: str, *, deletions_value: datetime | None = None,
+                      reconciled_at: datetime | None = None) -> None:
         """Moves (or first sets) the watermark of `sobject`, committed when this returns.
 
-        Call it only after the rows up to `value` are staged durably: the watermark is a promise that
-        nothing before it needs pulling again.
+        Call it only after the rows up to `value` (and the deletions up to `deletions_value`) are staged
+        durably: the watermark is a promise that nothing before it needs pulling again. `deletions_value`
+        and `reconciled_at` left None keep what is stored.
         """
         values = {
             "sobject": sobject,
@@ -128,13 +177,16 @@ class StateStore:
             "history_start": as_utc(history_start, f"the history start of {sobject}"),
             "updated_at": _now(),
             "run_id": run_id,
+            "deletions_value": _optional_utc(deletions_value, f"the deletions watermark of {sobject}"),
+            "reconciled_at": _optional_utc(reconciled_at, f"the reconciliation time of {sobject}"),
         }
+        kept = ("deletions_value", "reconciled_at")
         with self._transaction(f"set the watermark of {sobject} for run {run_id}") as session:
             statement = self._insert(WatermarkRow)
-            session.execute(statement.on_conflict_do_update(
-                index_elements=[WatermarkRow.sobject],
-                set_={name: statement.excluded[name] for name in values if name != "sobject"},
-            ), values)
+            update = {name: statement.excluded[name] for name in values if name != "sobject" and name not in kept}
+            update |= {name: func.coalesce(statement.excluded[name], getattr(WatermarkRow, name)) for name in kept}
+            session.execute(statement.on_conflict_do_update(index_elements=[WatermarkRow.sobject], set_=update),
+                            values)
 
     def clear_watermarks(self, sobjects: list[str] | None = None) -> None:
         """Forgets watermarks, so the next pull starts from history_start: all of them when `sobjects` is
@@ -206,7 +258,8 @@ class StateStore:
                              f"not {stats.mode!r}")
         values = {
             "run_id": stats.run_id, "sobject": stats.sobject, "mode": stats.mode, "rows": stats.rows,
-            "deleted": stats.deleted, "quarantined": stats.quarantined, "api_calls": stats.api_calls,
+            "deleted": stats.deleted, "quarantined": stats.quarantined, "held": stats.held, "purged": stats.purged,
+            "api_calls": stats.api_calls,
             "seconds": stats.seconds,
             "watermark_from": _optional_utc(stats.watermark_from, f"watermark_from of {stats.sobject}"),
             "watermark_to": _optional_utc(stats.watermark_to, f"watermark_to of {stats.sobject}"),
@@ -226,7 +279,7 @@ class StateStore:
             return [PullStats(run_id=row.run_id, sobject=row.sobject, mode=row.mode,  # type: ignore[arg-type]
                               rows=row.rows, deleted=row.deleted, quarantined=row.quarantined,
                               api_calls=row.api_calls, seconds=row.seconds, watermark_from=row.watermark_from,
-                              watermark_to=row.watermark_to)
+                              watermark_to=row.watermark_to, held=row.held, purged=row.purged)
                     for row in session.scalars(query)]
 
     # --- assignments ---------------------------------------------------------------------------------------
@@ -267,6 +320,98 @@ class StateStore:
             latest = session.execute(query).first()
         return self.assignments(latest.run_id) if latest else _assignment_frame([])
 
+    # --- the org this state belongs to --------------------------------------------------------------------
+
+    def bind_org(self, org_id: str, instance_url: str) -> None:
+        """Records that this state belongs to `org_id`; refuses (OrgMismatchError) if it belongs to another.
+
+        Watermarks, staging and assignments of one org applied to another would skip or mix records, so a
+        run against a different org stops before it reads anything.
+        """
+        org_id = org_id[:15]
+        with self._transaction(f"bind the state to org {org_id}") as session:
+            bound = session.scalars(select(OrgRow)).first()
+            if bound is None:
+                session.add(OrgRow(org_id=org_id, instance_url=instance_url, bound_at=_now()))
+                return
+            if bound.org_id != org_id:
+                raise OrgMismatchError(
+                    f"this state database ({self._where()}) belongs to org {bound.org_id} ({bound.instance_url}, "
+                    f"since {bound.bound_at:%Y-%m-%d}), but the configured login reached org {org_id} "
+                    f"({instance_url}). Each org needs its own state and staging: set PERSONA_SYNC_HOME (or "
+                    "PERSONA_SYNC_STATE_DATABASE_URL and PERSONA_SYNC_STAGING_DIR) for this org, or check "
+                    "PERSONA_SYNC_SALESFORCE_LOGIN_URL")
+            bound.instance_url = instance_url
+
+    def bound_org(self) -> str | None:
+        """The org id this state belongs to (None until a run has bound it)."""
+        with self._sessions() as session:
+            bound = session.scalars(select(OrgRow)).first()
+            return None if bound is None else bound.org_id
+
+    # --- locks --------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, name: str, *, purpose: str, wait_seconds: float = 0.0) -> Iterator[None]:
+        """Holds the lock `name` for the block: one holder at a time, across processes and machines.
+
+        Waits up to `wait_seconds` for a holder to finish, then raises LockedError saying who holds it
+        since when. A holder that died is taken over: at once when it ran on this machine and its
+        process is gone, else once its heartbeat (refreshed every 30 s while held) is 10 minutes old.
+        """
+        owner = str(uuid4())
+        deadline = time.monotonic() + wait_seconds
+        while not self._try_lock(name, owner, purpose):
+            if time.monotonic() >= deadline:
+                raise LockedError(self._lock_message(name, purpose, wait_seconds))
+            time.sleep(_LOCK_POLL_SECONDS)
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=self._beat, args=(name, owner, stop), daemon=True,
+                                     name=f"lock-{name}-heartbeat")
+        heartbeat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            heartbeat.join()
+            with self._transaction(f"release the lock {name}") as session:
+                session.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
+
+    def _try_lock(self, name: str, owner: str, purpose: str) -> bool:
+        now = _now()
+        try:
+            with self._transaction(f"take the lock {name}") as session:
+                held = session.get(LockRow, name)
+                if held is not None and not _abandoned(held, now):
+                    return False
+                if held is not None:
+                    log.warning("taking over the lock %r from %s (pid %d on %s) that stopped without releasing "
+                                "it", name, held.purpose, held.pid, held.host)
+                    session.delete(held)
+                    session.flush()
+                session.add(LockRow(name=name, owner=owner, host=socket.gethostname(), pid=os.getpid(),
+                                    purpose=purpose, acquired_at=now, heartbeat_at=now))
+        except StateError:  # another process inserted the row first
+            return False
+        return True
+
+    def _beat(self, name: str, owner: str, stop: threading.Event) -> None:
+        while not stop.wait(_HEARTBEAT_SECONDS):
+            with self._transaction(f"refresh the lock {name}") as session:
+                held = session.get(LockRow, name)
+                if held is not None and held.owner == owner:
+                    held.heartbeat_at = _now()
+
+    def _lock_message(self, name: str, purpose: str, waited: float) -> str:
+        with self._sessions() as session:
+            held = session.get(LockRow, name)
+        since = f"{held.acquired_at:%Y-%m-%d %H:%M:%S}" if held is not None else ""
+        holder = (f"{held.purpose} (pid {held.pid} on {held.host}) has held it since {since} UTC"
+                  if held is not None else "another process holds it")
+        return (f"cannot {purpose}: {holder}{f', and it did not end within {waited:g} s' if waited else ''}. "
+                f"Only one may run at a time against this state ({self._where()}); wait for it to finish, or "
+                "set PERSONA_SYNC_PULL_LOCK_WAIT_SECONDS to wait for it")
+
     # --- plumbing -----------------------------------------------------------------------------------------
 
     @contextmanager
@@ -292,6 +437,23 @@ class StateStore:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _abandoned(held: LockRow, now: datetime) -> bool:
+    """Whether a lock's holder is gone: its process has ended (this machine), or its heartbeat is stale."""
+    if held.host == socket.gethostname() and not _process_alive(held.pid):
+        return True
+    return now - held.heartbeat_at > _STALE_LOCK
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def _optional_utc(value: datetime | None, what: str) -> datetime | None:

@@ -80,7 +80,9 @@ class RunRow(StateBase):
 
 
 class WatermarkRow(StateBase):
-    """One cursor per Salesforce object: where the next incremental pull resumes."""
+    """One cursor per Salesforce object: where the next incremental pull resumes, where the next look for
+    deletions resumes (deletions have their own cursor: they are not rows the pull stages), and when the
+    object's Ids were last reconciled with the org."""
 
     __tablename__ = "watermarks"
 
@@ -90,6 +92,8 @@ class WatermarkRow(StateBase):
     history_start: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"))
+    deletions_value: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reconciled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class QuarantineRow(StateBase):
@@ -125,6 +129,8 @@ class PullStatsRow(StateBase):
     rows: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[int] = mapped_column(Integer)
     quarantined: Mapped[int] = mapped_column(Integer)
+    held: Mapped[int] = mapped_column(Integer, server_default="0")
+    purged: Mapped[int] = mapped_column(Integer, server_default="0")
     api_calls: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
     watermark_from: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -148,3 +154,30 @@ class AssignmentRow(StateBase):
     reason: Mapped[str] = mapped_column(String(255))
     catalog_version: Mapped[str] = mapped_column(String(64))
     as_of: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class OrgRow(StateBase):
+    """The org this state belongs to (one row): watermarks and staging of one org are wrong for any other."""
+
+    __tablename__ = "org"
+
+    org_id: Mapped[str] = mapped_column(String(18), primary_key=True)
+    instance_url: Mapped[str] = mapped_column(String(255))
+    bound_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LockRow(StateBase):
+    """A named lock (e.g. "pull": one writer of staging at a time), held by one process.
+
+    A holder that dies leaves its row: it is taken over when its process is gone (same host) or its
+    heartbeat is older than the stale age (any host)."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(36))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -16,8 +16,8 @@ from simple_salesforce import Salesforce
 
 from connectors.salesforce import ApiReserveError, BulkPage, RetryPolicy, SalesforceClient, login
 from connectors.salesforce.login import http_session
-from persona_sync.errors import SalesforceAuthError, SalesforceError
-from persona_sync.settings import Settings
+from core.errors import SalesforceAuthError, SalesforceError
+from core.settings import Settings
 from sandbox.runner import RunningSandbox
 from tests.conftest import sandbox_settings
 
@@ -29,12 +29,12 @@ CLIENT_LOG = "connectors.salesforce.client"
 
 @pytest.fixture
 def client(settings: Settings) -> SalesforceClient:
-    return SalesforceClient(settings, retry=FAST)
+    return SalesforceClient(settings.salesforce(), retry=FAST)
 
 
 @pytest.fixture
 def fresh_client(fresh_sandbox: RunningSandbox) -> SalesforceClient:
-    return SalesforceClient(sandbox_settings(fresh_sandbox), retry=FAST)
+    return SalesforceClient(sandbox_settings(fresh_sandbox).salesforce(), retry=FAST)
 
 
 def _csv_ids(page: BulkPage) -> list[str]:
@@ -125,10 +125,10 @@ def test_session_expired_mid_bulk_pagination_renews_and_resumes(
 
 def test_session_mode_cannot_renew_and_says_what_to_set(fresh_sandbox: RunningSandbox) -> None:
     settings = sandbox_settings(fresh_sandbox)
-    session = login(settings, http_session(settings.salesforce_ca_bundle))
+    session = login(settings.salesforce(), http_session(settings.salesforce_ca_bundle))
     session_settings = settings.updated(salesforce_auth="session", salesforce_instance_url=session.instance_url,
                                         salesforce_session_id=session.session_id.get_secret_value())
-    client = SalesforceClient(session_settings, retry=FAST)
+    client = SalesforceClient(session_settings.salesforce(), retry=FAST)
     fresh_sandbox.expire_sessions()
 
     with pytest.raises(SalesforceAuthError) as raised:
@@ -221,7 +221,7 @@ def test_a_dead_server_fails_naming_the_url_and_what_to_check(fresh_sandbox: Run
 
 
 def test_every_request_has_the_configured_timeout(faults: RunningSandbox, settings: Settings) -> None:
-    client = SalesforceClient(settings.updated(salesforce_timeout_seconds=0.2),
+    client = SalesforceClient(settings.updated(salesforce_timeout_seconds=0.2).salesforce(),
                               retry=RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.01))
     faults.set_faults(slow_ms=1000)
 
@@ -255,3 +255,30 @@ def test_api_calls_count_what_the_org_counted(fresh_client: SalesforceClient) ->
 
     assert fresh_client.api_calls - calls_before == before - limits["Remaining"]
     assert fresh_client.api_usage == (limits["Max"] - limits["Remaining"], limits["Max"])
+
+
+def test_api_calls_are_counted_per_object_across_threads(fresh_client: SalesforceClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = fresh_client.api_calls
+
+    def read(sobject: str) -> int:
+        return sum(len(page) for page in fresh_client.rest_pages(f"SELECT Id FROM {sobject}", sobject=sobject))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(read, ["Task", "User"]))
+
+    task_pages = -(-fresh_client.count(COUNT_TASKS, sobject="Task") // 2000)
+    assert fresh_client.api_calls_of("Task") == task_pages + 1  # the pages, and the count just made
+    assert fresh_client.api_calls_of("User") == 1
+    assert fresh_client.api_calls - before == task_pages + 2
+
+
+def test_the_org_id_comes_from_the_login(fresh_client: SalesforceClient, fresh_sandbox: RunningSandbox) -> None:
+    import sqlite3
+
+    with sqlite3.connect(fresh_sandbox.org_path) as db:
+        org_id = db.execute("SELECT Id FROM Organization").fetchone()[0]
+    calls = fresh_client.api_calls
+    assert fresh_client.org_id == org_id[:15]
+    assert fresh_client.api_calls == calls  # the OAuth identity named it: no query needed

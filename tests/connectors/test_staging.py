@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import connectors.staging.files as staging_files
+import connectors.staging.layout as staging_layout
 import connectors.staging.store as staging_store
-from connectors.staging import Staging, StagingError
+from connectors.staging import Prune, Staging, StagingError
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 STAMP = pa.timestamp("ms", tz="UTC")
@@ -252,14 +254,15 @@ def test_writes_after_a_compaction_apply_on_top_of_it(staging: Staging) -> None:
 
 
 def _crash_while_writing_the_base(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = staging_files.pq.write_table
+    original = staging_layout.BucketWriter.close
 
-    def half_written(table: pa.Table, where: Path, **kwargs: Any) -> None:
-        original(table, where, **kwargs)
-        Path(where).write_bytes(Path(where).read_bytes()[:100])
+    def half_written(writer: staging_layout.BucketWriter) -> None:
+        original(writer)
+        where = Path(writer._writer.where)
+        where.write_bytes(where.read_bytes()[:100])
         raise SimulatedCrash("crash while writing")
 
-    monkeypatch.setattr(staging_files.pq, "write_table", half_written)
+    monkeypatch.setattr(staging_layout.BucketWriter, "close", half_written)
 
 
 # Each crash point, and whether the new base is in place when the process dies there.
@@ -302,16 +305,25 @@ def test_a_crash_at_any_step_of_compaction_leaves_a_correct_staging(
 def test_a_reader_survives_a_compaction_removing_the_files_it_listed(staging: Staging,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _busy_history(staging)
-    original = staging_store._read_columns
+    original = staging_store.StagedReader
     compactor = Staging(staging.root)
 
-    def compaction_in_between(path: Path, wanted: list[str] | None) -> pa.Table:
-        monkeypatch.setattr(staging_store, "_read_columns", original)
-        compactor.compact("Task")  # another process, between this reader's listing and its reads
-        return original(path, wanted)
+    def compaction_in_between(path: Path) -> staging_layout.StagedReader:
+        monkeypatch.setattr(staging_store, "StagedReader", original)
+        compactor.compact("Task")  # another process, between this reader's listing and its opening the files
+        return original(path)
 
-    monkeypatch.setattr(staging_store, "_read_columns", compaction_in_between)
+    monkeypatch.setattr(staging_store, "StagedReader", compaction_in_between)
     assert state(staging) == expected
+
+
+def test_a_reader_keeps_reading_the_files_it_opened_while_a_compaction_removes_them(staging: Staging) -> None:
+    expected = _busy_history(staging)
+    buckets = staging.buckets("Task", ["Id", "Subject"])
+    first = next(buckets)  # the files are open now
+    Staging(staging.root).compact("Task")
+    read = pa.concat_tables([first, *buckets])
+    assert dict(zip(read["Id"].to_pylist(), read["Subject"].to_pylist())) == expected
 
 
 def test_needs_compaction_counts_parts_and_tombstones_since_the_base(tmp_path: Path) -> None:
@@ -467,3 +479,78 @@ def test_files_without_rows_do_not_count_for_columns(staging: Staging) -> None:
     refresh = staging.begin_refresh("Quote")
     refresh.commit()  # a refresh of an object with no rows at all
     assert staging.columns_in_every_file("Quote") is None
+
+
+# --- versions by cursor ---------------------------------------------------------------------------------
+
+def test_the_latest_version_by_cursor_wins_whatever_order_the_parts_arrive_in(staging: Staging) -> None:
+    staging.write_part("Task", rows(["a", "b"], ["a-new", "b-old"], stamps=[T0 + timedelta(hours=2), T0]),
+                       version="SystemModstamp")
+    staging.write_part("Task", rows(["a", "b"], ["a-stale", "b-new"], stamps=[T0, T0 + timedelta(hours=1)]),
+                       version="SystemModstamp")
+    assert state(staging) == {"a": "a-new", "b": "b-new"}
+    staging.compact("Task")
+    assert state(staging) == {"a": "a-new", "b": "b-new"}
+
+
+def test_a_tombstone_removes_the_versions_it_postdates_and_a_later_version_lives(staging: Staging) -> None:
+    staging.write_part("Task", rows(["a", "b"], ["a1", "b1"], stamps=[T0, T0]), version="SystemModstamp")
+    staging.write_tombstones("Task", ["a", "b"], [T0 + timedelta(hours=1)] * 2)
+    staging.write_part("Task", rows(["a"], ["a-stale"], stamps=[T0]), version="SystemModstamp")  # late, old copy
+    staging.write_part("Task", rows(["b"], ["b-undeleted"], stamps=[T0 + timedelta(hours=2)]),
+                       version="SystemModstamp")
+    assert state(staging) == {"b": "b-undeleted"}
+
+
+def test_a_part_without_its_version_column_is_refused(staging: Staging) -> None:
+    with pytest.raises(StagingError, match="no version column"):
+        staging.write_part("Task", pa.table({"Id": ["a"]}), version="SystemModstamp")
+
+
+# --- buckets --------------------------------------------------------------------------------------------
+
+def test_large_files_hold_one_row_group_per_bucket_and_buckets_partition_the_ids(staging: Staging) -> None:
+    ids = [f"00T{n:012d}" for n in range(50_000)]
+    staging.write_part("Task", rows(ids, ids), version="SystemModstamp")
+    staging.write_tombstones("Task", ids[:10], [T0 + timedelta(days=1)] * 10)
+    (part,) = (staging.root / "Task").glob("part-*")
+    assert pq.ParquetFile(part).metadata.num_row_groups == staging_layout.BUCKETS
+
+    buckets = list(staging.buckets("Task", ["Id"]))
+
+    assert len(buckets) == staging_layout.BUCKETS
+    seen = [record_id for bucket in buckets for record_id in bucket["Id"].to_pylist()]
+    assert sorted(seen) == ids[10:] and len(seen) == len(set(seen))
+    assert max(bucket.num_rows for bucket in buckets) < 2 * len(ids) / staging_layout.BUCKETS  # evenly spread
+
+
+def test_the_15_and_18_character_forms_of_an_id_fall_in_the_same_bucket() -> None:
+    short, long = "00THs00000AbCdE", "00THs00000AbCdEAAA"
+    assert (staging_layout.bucket_of(pa.array([short]), 16) == staging_layout.bucket_of(pa.array([long]), 16)).all()
+
+
+def test_files_of_another_layout_are_read_alongside_bucketed_ones(staging: Staging) -> None:
+    ids = [f"00T{n:012d}" for n in range(30_000)]
+    staging.write_part("Task", rows(ids, ["new"] * len(ids)), version="SystemModstamp")  # bucketed, 16 groups
+    older = staging.root / "Task" / "part-000000000000.parquet"  # as written before buckets existed
+    pq.write_table(rows(ids[:5] + ["00Tolder"], ["old"] * 6), older)
+
+    read = staging.read("Task", ["Id", "Subject"])
+
+    assert len(read) == len(ids) + 1 and set(read.loc[read["Id"] != "00Tolder", "Subject"]) == {"new"}
+    assert list(read["Id"]) == sorted(read["Id"])
+
+
+def test_compaction_prunes_rows_older_than_the_cutoff_and_keeps_the_rest(staging: Staging) -> None:
+    staging.write_part("Task", rows(["a", "b", "c"], ["a1", "b1", "c1"],
+                                    stamps=[T0 - timedelta(days=200), T0, T0 + timedelta(days=1)]),
+                       version="SystemModstamp")
+    staging.write_part("Task", rows(["d"], ["d1"], stamps=[T0]), version="SystemModstamp")
+    staging.compact("Task", prune=Prune("SystemModstamp", T0 - timedelta(days=180)))
+    assert state(staging) == {"b": "b1", "c": "c1", "d": "d1"}
+
+
+def test_live_ids_are_those_a_read_would_return(staging: Staging) -> None:
+    staging.write_part("Task", rows(["a", "b", "c"], ["a1", "b1", "c1"]))
+    staging.write_tombstones("Task", ["b"], [T0])
+    assert sorted(staging.live_ids("Task", pa.array(["a", "b", "z", "a"])).to_pylist()) == ["a"]

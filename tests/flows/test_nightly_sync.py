@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,9 +11,11 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from connectors.state import StateStore
+from core.errors import ConfigurationError
 from flows.nightly_sync import nightly_sync
-from persona_sync.settings import Settings
+from core.settings import Settings
 from sandbox.runner import RunningSandbox
+from tests.conftest import sandbox_environment
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -24,17 +27,15 @@ def prefect_api() -> Iterator[None]:
 @pytest.fixture
 def configured(fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The environment a nightly run reads: the sandbox as the org, a home of its own."""
-    for name, value in {"HOME": tmp_path, "SALESFORCE_LOGIN_URL": fresh_sandbox.url,
-                        "SALESFORCE_CA_BUNDLE": fresh_sandbox.ca_cert, "PULL_HISTORY_DAYS": 400,
-                        "SALESFORCE_BULK_POLL_SECONDS": 0}.items():
-        monkeypatch.setenv(f"PERSONA_SYNC_{name}", str(value))
+    for name, value in sandbox_environment(fresh_sandbox, home=tmp_path, pull_history_days=400).items():
+        monkeypatch.setenv(name, value)
     return Settings(_env_file=None)
 
 
 def test_a_nightly_run_pulls_assigns_and_records_everything(configured: Settings) -> None:
     as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
     summary = nightly_sync(as_of=as_of)
-    state = StateStore(configured.state_url)
+    state = StateStore.from_config(configured.state())
     run = state.run(summary.run_id)
     assert run.flow == "nightly_sync" and run.status == "succeeded" and run.api_calls > 0
     assert run.counts["rows"] > 10_000 and run.counts["users"] == summary.users
@@ -49,7 +50,7 @@ def test_the_same_as_of_gives_the_same_assignments(configured: Settings) -> None
     as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
     first = nightly_sync(as_of=as_of)
     second = nightly_sync(as_of=as_of)
-    state = StateStore(configured.state_url)
+    state = StateStore.from_config(configured.state())
     columns = ["persona", "score", "confidence", "reason"]
     assert state.assignments(first.run_id)[columns].equals(state.assignments(second.run_id)[columns])
 
@@ -58,5 +59,16 @@ def test_a_failing_run_is_marked_failed_in_the_ledger(configured: Settings, monk
     monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", "https://localhost:9")
     with pytest.raises(Exception, match="cannot reach https://localhost:9"):
         nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
-    run = StateStore(configured.state_url).runs(limit=1)[0]
+    run = StateStore.from_config(configured.state()).runs(limit=1)[0]
     assert run.flow == "nightly_sync" and run.status == "failed" and "localhost:9" in run.error
+
+
+def test_a_flow_with_no_org_configured_fails_and_touches_nothing(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("PERSONA_SYNC_SALESFORCE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    with pytest.raises(ConfigurationError, match="no Salesforce org is configured") as raised:
+        nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    assert "PERSONA_SYNC_SALESFORCE_LOGIN_URL" in str(raised.value)
+    assert not list(tmp_path.iterdir())  # no state database, no staging, no sandbox

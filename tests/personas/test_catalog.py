@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_sync.errors import PersonaSyncError
+from core.errors import PersonaSyncError
 from personas.catalog import Catalog, CatalogError, CatalogProblem, default_catalog_path, load_catalog
 from personas.features import FEATURE_NAMES
 

@@ -7,15 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from connectors.salesforce.streams import streams_by_name
 from connectors.staging import Staging
 from personas.catalog import default_catalog_path, load_catalog
 from personas.evaluation import Evaluation, evaluate, save_confusion_png
 from personas.features import Window, compute_features
 from personas.rules import UNASSIGNED, assign
 from sandbox.runner import RunningSandbox
-from tasks.pull import options_from_settings, run_pull
-from tests.conftest import AS_OF, sandbox_settings
+from tests.conftest import AS_OF, pull_org, sandbox_settings
 
 
 def _assignments(personas: dict[str, str]) -> pd.DataFrame:
@@ -79,8 +77,8 @@ def test_confusion_picture_is_a_png(known: Evaluation, tmp_path: Path) -> None:
 def small_org_features(sandbox: RunningSandbox, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """The small org pulled once over HTTPS into staging, and its features over the default 90 days."""
     settings = sandbox_settings(sandbox, home=tmp_path_factory.mktemp("evaluation"), pull_history_days=400)
-    run_pull(settings, streams_by_name(None), options_from_settings(settings))
-    return compute_features(Staging(settings.staging_path), Window(as_of=AS_OF, days=90))
+    pull_org(settings)
+    return compute_features(Staging.from_config(settings.staging()), Window(as_of=AS_OF, days=90))
 
 
 def test_default_catalog_recognises_the_small_org(small_org_features: pd.DataFrame, sandbox: RunningSandbox,

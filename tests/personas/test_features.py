@@ -11,14 +11,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from connectors.salesforce.streams import streams_by_name
 from connectors.staging import Staging
 from personas.features import (ACTIVITY_FEATURES, CONTEXT_COLUMNS, FEATURE_NAMES, FEATURES, PER_30_DAYS, SHARE,
                                UNITS, FeatureError, Window, compute_features, compute_features_partitioned,
                                feature_names, login_channels, partition_users)
 from sandbox.runner import RunningSandbox
-from tasks.pull import options_from_settings, run_pull
-from tests.conftest import AS_OF, sandbox_settings
+from tests.conftest import AS_OF, pull_org, sandbox_settings
 
 # --- a tiny hand-made org -----------------------------------------------------------------------------
 
@@ -360,8 +358,8 @@ def test_features_need_staged_users(tmp_path: Path) -> None:
 def small_org(sandbox: RunningSandbox, tmp_path_factory: pytest.TempPathFactory) -> Staging:
     settings = sandbox_settings(sandbox, home=tmp_path_factory.mktemp("features-pull"), pull_history_days=400,
                                 pull_bulk_threshold=5_000, pull_bulk_page_rows=4_000)
-    run_pull(settings, streams_by_name(None), options_from_settings(settings))
-    return Staging(settings.staging_path)
+    pull_org(settings)
+    return Staging.from_config(settings.staging())
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def org(org_dir: tuple[Path, Org]) -> Org:
 @pytest.fixture
 def sf(sandbox: RunningSandbox) -> Iterator[Salesforce]:
     """A freshly logged-in client (a test may expire every session); faults are cleared afterwards."""
-    client = connect(sandbox_settings(sandbox))
+    client = connect(sandbox_settings(sandbox).salesforce())
     yield client
     client.session.close()
     sandbox.clear_faults()
@@ -406,7 +406,7 @@ def test_an_unknown_object_is_refused_when_the_job_is_created(sf: Salesforce) ->
 def test_jobs_and_their_results_survive_a_restart(tmp_path: Path) -> None:
     _build_org(tmp_path / "org.db")
     running = _start(tmp_path)
-    client = connect(sandbox_settings(running)).bulk2.Task._client
+    client = connect(sandbox_settings(running).salesforce()).bulk2.Task._client
     try:
         job_id = client.create_job(Operation.query, SEEDED_QUERY)["id"]
         client.wait_for_job(job_id, is_query=True, wait=0)
@@ -415,7 +415,7 @@ def test_jobs_and_their_results_survive_a_restart(tmp_path: Path) -> None:
         running.stop()
 
     running = _start(tmp_path)
-    client = connect(sandbox_settings(running)).bulk2.Task._client
+    client = connect(sandbox_settings(running).salesforce()).bulk2.Task._client
     try:
         assert client.get_job(job_id, is_query=True)["state"] == "JobComplete"
         page = client.get_query_results(job_id, max_records=1000)
@@ -428,7 +428,7 @@ def test_jobs_and_their_results_survive_a_restart(tmp_path: Path) -> None:
 def test_a_query_job_interrupted_by_a_restart_runs_again(tmp_path: Path) -> None:
     _build_org(tmp_path / "org.db")
     running = _start(tmp_path)
-    client = connect(sandbox_settings(running)).bulk2.Task._client
+    client = connect(sandbox_settings(running).salesforce()).bulk2.Task._client
     try:
         job_id = client.create_job(Operation.query, SEEDED_QUERY)["id"]
         client.wait_for_job(job_id, is_query=True, wait=0)
@@ -441,7 +441,7 @@ def test_a_query_job_interrupted_by_a_restart_runs_again(tmp_path: Path) -> None
         db.execute(f"DROP TABLE bulk_{job_id}")
 
     running = _start(tmp_path)
-    client = connect(sandbox_settings(running)).bulk2.Task._client
+    client = connect(sandbox_settings(running).salesforce()).bulk2.Task._client
     try:
         client.wait_for_job(job_id, is_query=True, wait=0)
         page = client.get_query_results(job_id, max_records=1000)

@@ -33,7 +33,7 @@ def test_an_exported_org_is_served_with_its_extra_fields(tmp_path: Path) -> None
     export = _write_export(tmp_path / "export")
     sandbox = start_sandbox(SandboxConfig(data_dir=tmp_path / "sandbox", from_export=export, port=0))
     try:
-        sf = connect(sandbox_settings(sandbox))
+        sf = connect(sandbox_settings(sandbox).salesforce())
         tasks = sf.query("SELECT Subject, Owner.Name, Minutes__c FROM Task ORDER BY Subject")["records"]
         assert [(task["Subject"], task["Owner"]["Name"], task["Minutes__c"]) for task in tasks] == [
             ("Call Acme", "Ada Lovelace", 12), ("Email Initech", "Alan Turing", 3)]

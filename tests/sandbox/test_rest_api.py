@@ -17,7 +17,7 @@ from simple_salesforce.exceptions import (
 )
 
 from connectors.salesforce import connect, http_session
-from persona_sync.errors import SalesforceAuthError
+from core.errors import SalesforceAuthError
 from sandbox.runner import RunningSandbox
 from tests.conftest import sandbox_settings
 
@@ -32,7 +32,7 @@ def test_versions_list_needs_no_session(sandbox: RunningSandbox) -> None:
 
 @pytest.mark.parametrize("mode", ["client_credentials", "password", "jwt"])
 def test_each_oauth_login_mode_gives_a_working_client(sandbox: RunningSandbox, mode: str) -> None:
-    sf = connect(sandbox_settings(sandbox, salesforce_auth=mode))
+    sf = connect(sandbox_settings(sandbox, salesforce_auth=mode).salesforce())
     assert sf.query("SELECT COUNT() FROM Organization")["totalSize"] == 1
 
 
@@ -58,26 +58,26 @@ def test_soap_login_with_a_wrong_password_raises_invalid_login(sandbox: RunningS
 def test_wrong_client_credentials_are_refused_with_what_to_check(sandbox: RunningSandbox, override: dict,
                                                                  expected: str) -> None:
     with pytest.raises(SalesforceAuthError, match=expected) as raised:
-        connect(sandbox_settings(sandbox, **override))
+        connect(sandbox_settings(sandbox, **override).salesforce())
     assert "PERSONA_SYNC_SALESFORCE_" in str(raised.value)
 
 
 def test_wrong_password_is_refused(sandbox: RunningSandbox) -> None:
     with pytest.raises(SalesforceAuthError, match="invalid_grant"):
-        connect(sandbox_settings(sandbox, salesforce_auth="password", salesforce_password="nope"))
+        connect(sandbox_settings(sandbox, salesforce_auth="password", salesforce_password="nope").salesforce())
 
 
 def test_a_dead_server_names_the_url_and_what_to_check(sandbox: RunningSandbox) -> None:
     dead = "https://localhost:9"
     with pytest.raises(SalesforceAuthError, match="cannot reach https://localhost:9/services/oauth2/token"):
-        connect(sandbox_settings(sandbox, salesforce_login_url=dead))
+        connect(sandbox_settings(sandbox, salesforce_login_url=dead).salesforce())
 
 
 def test_tls_is_verified_against_the_sandbox_ca_even_with_requests_ca_bundle_set(
         sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    assert connect(sandbox_settings(sandbox)).query("SELECT Id FROM Organization")["totalSize"] == 1
+    assert connect(sandbox_settings(sandbox).salesforce()).query("SELECT Id FROM Organization")["totalSize"] == 1
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{sandbox.url}/services/data/", timeout=10)  # the system CAs do not know the sandbox
 
@@ -295,7 +295,7 @@ def test_idle_sessions_expire_and_answer_invalid_session_id(tmp_path) -> None:
 
     sandbox = _start(tmp_path / "sandbox", session_idle_seconds=0.5)
     try:
-        sf = connect(sandbox_settings(sandbox))
+        sf = connect(sandbox_settings(sandbox).salesforce())
         sf.query("SELECT Id FROM Organization")
         time.sleep(0.8)
         with pytest.raises(SalesforceExpiredSession) as raised:
@@ -306,7 +306,7 @@ def test_idle_sessions_expire_and_answer_invalid_session_id(tmp_path) -> None:
 
 
 def test_expire_all_sessions_fault(faults: RunningSandbox) -> None:
-    sf = connect(sandbox_settings(faults))
+    sf = connect(sandbox_settings(faults).salesforce())
     sf.query("SELECT Id FROM Organization")
     assert faults.expire_sessions() >= 1
     with pytest.raises(SalesforceExpiredSession):

@@ -1,4 +1,4 @@
-"""Typing pages and screening broken records (pure functions, no server)."""
+"""Typing pages (connectors/salesforce/pages.py) and screening them (tasks/screening.py): pure functions."""
 
 from __future__ import annotations
 
@@ -6,15 +6,13 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+import pytest
+
+from connectors.salesforce.extract import Page
+from connectors.salesforce.pages import arrow_schema, csv_page_to_text_table, rest_records_to_text_table, typed_table
 from connectors.salesforce.streams import Stream
-from tasks.records import (
-    arrow_schema,
-    csv_page_to_text_table,
-    rest_records_to_text_table,
-    screen,
-    split_conflicting_duplicates,
-    typed_table,
-)
+from core.errors import SalesforceError
+from tasks.screening import screen, split_conflicting_duplicates
 
 STREAM = Stream("Task", ("OwnerId", "IsClosed", "ActivityDate", "CallDurationInSeconds", "CreatedDate"),
                 feeds="test")
@@ -26,7 +24,11 @@ CSV = (
     '"00T1","005A","true","2026-10-01","60","2026-10-01T10:00:00.000Z","2026-10-01T10:00:00.000Z"\n'
     '"00T2","","false","","","2026-10-02T10:00:00.000Z","2026-10-02T10:00:00.000Z"\n'
     '"00T3","005X","false","not a date","","2026-10-03T10:00:00.000Z","2026-10-03T10:00:00.000Z"\n'
+    '"00T4","005N","false","","","2026-10-04T10:00:00.000Z","2026-10-04T10:00:00.000Z"\n'
+    '"00T5","00GQ","false","","","2026-10-05T10:00:00.000Z","2026-10-05T10:00:00.000Z"\n'
+    '"00T6","001A","false","","","2026-10-06T10:00:00.000Z","2026-10-06T10:00:00.000Z"\n'
 )
+KNOWN = pa.array(["005A"])
 
 
 def _typed(csv_text: str = CSV) -> tuple[pa.Table, pa.Array, pa.Table]:
@@ -35,15 +37,19 @@ def _typed(csv_text: str = CSV) -> tuple[pa.Table, pa.Array, pa.Table]:
     return typed, unparsable, text
 
 
+def _page(csv_text: str = CSV) -> Page:
+    return Page(*_typed(csv_text))
+
+
 def test_csv_pages_become_typed_tables_with_nulls_for_empty_cells() -> None:
     typed, unparsable, _ = _typed()
     assert typed.schema.field("IsClosed").type == pa.bool_()
     assert typed.schema.field("CreatedDate").type == pa.timestamp("ms", tz="UTC")
-    assert typed.column("IsClosed").to_pylist() == [True, False, False]
+    assert typed.column("IsClosed").to_pylist() == [True, False, False, False, False, False]
     assert typed.column("OwnerId").to_pylist()[1] is None
-    assert typed.column("CallDurationInSeconds").to_pylist() == [60, None, None]
+    assert typed.column("CallDurationInSeconds").to_pylist() == [60, None, None, None, None, None]
     assert typed.column("CreatedDate")[0].as_py() == datetime(2026, 10, 1, 10, tzinfo=timezone.utc)
-    assert unparsable.to_pylist() == [False, False, True]
+    assert unparsable.to_pylist() == [False, False, True, False, False, False]
 
 
 def test_rest_records_and_csv_give_the_same_table() -> None:
@@ -56,29 +62,31 @@ def test_rest_records_and_csv_give_the_same_table() -> None:
 
 
 def test_broken_records_are_rejected_with_reasons_and_raw_values() -> None:
-    typed, unparsable, text = _typed()
-    clean, rejected = screen(typed, unparsable, STREAM, {"005A"}, text)
-    assert clean.column("Id").to_pylist() == ["00T1"]
-    reasons = {item.record_id: item.reason for item in rejected}
+    screened = screen(_page(), STREAM, KNOWN)
+    reasons = {item.record_id: item.reason for item in screened.rejected}
+    assert set(reasons) == {"00T2", "00T3", "00T6"}
     assert reasons["00T2"] == "no OwnerId"
-    assert "a date or number does not parse" in reasons["00T3"] and "not a known user" in reasons["00T3"]
-    assert next(item for item in rejected if item.record_id == "00T3").raw["ActivityDate"] == "not a date"
+    assert reasons["00T3"] == "a date or number does not parse"  # waiting for its user would not mend it
+    assert "neither a user" in reasons["00T6"]  # an Account id where a user or queue belongs
+    assert next(item for item in screened.rejected if item.record_id == "00T3").raw["ActivityDate"] == "not a date"
 
 
-def test_unknown_users_are_not_checked_when_no_users_are_known() -> None:
-    typed, unparsable, text = _typed()
-    clean, rejected = screen(typed, unparsable, STREAM, None, text)
-    assert clean.column("Id").to_pylist() == ["00T1"]
-    assert {item.record_id for item in rejected} == {"00T2", "00T3"}
+def test_rows_of_a_user_not_staged_yet_are_held_and_queue_owned_rows_are_staged() -> None:
+    screened = screen(_page(), STREAM, KNOWN)
+    assert screened.clean.column("Id").to_pylist() == ["00T1", "00T5"]  # 00T5 belongs to a queue (00G)
+    assert screened.held.column("Id").to_pylist() == ["00T4"]
+
+
+def test_reference_data_is_not_checked_for_users() -> None:
+    screened = screen(_page(), STREAM, None)
+    assert screened.held.num_rows == 0
+    assert {item.record_id for item in screened.rejected} == {"00T3"}
 
 
 def test_a_declared_field_missing_from_the_org_is_a_clear_error() -> None:
-    try:
+    with pytest.raises(SalesforceError, match="has no field") as raised:
         arrow_schema(STREAM, {"Id": "id"})
-    except KeyError as error:
-        assert "has no field" in str(error) and "OwnerId" in str(error)
-    else:
-        raise AssertionError("expected KeyError")
+    assert "OwnerId" in str(raised.value) and raised.value.sobject == "Task"
 
 
 def _table(rows: list[tuple[str, str, str]]) -> pa.Table:

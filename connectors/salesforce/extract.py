@@ -1,0 +1,129 @@
+"""Reading a declared stream from the org: plain operations, each returning Arrow tables or plain values.
+
+The pull (tasks/pull.py) composes these; it never writes SOQL, never picks an endpoint and never parses
+a CSV. What is here:
+
+- `stream_schema`: the Arrow schema a stream is staged with, from the org's own describe;
+- `count`: how many rows a read since a cursor value would return (it decides REST or Bulk);
+- `read_pages`: the rows since a cursor value, page by page, typed (REST pages in (cursor, Id) order;
+  a Bulk API 2.0 job is a snapshot, unordered);
+- `read_by_id`: given rows, by Id (what a reconciliation found missing);
+- `deletions`: rows in the recycle bin since a cursor value (queryAll), with when they were deleted;
+- `ids`: every Id the org has for the stream since a cursor value (an Id-only read, for reconciling).
+
+Every call goes through `SalesforceClient.call`, so each one is renewed, retried and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+import pyarrow as pa
+
+from connectors.salesforce import soql
+from connectors.salesforce.client import SalesforceClient
+from connectors.salesforce.pages import csv_page_to_text_table, rest_records_to_text_table, typed_table, arrow_schema
+from connectors.salesforce.streams import Stream
+from core.configs import Transfer
+
+# Ids per query when rows are read by Id: the query stays far below the URL length a REST GET allows.
+_IDS_PER_QUERY = 200
+
+
+@dataclass(frozen=True)
+class Page:
+    """Rows of one stream as read: typed; which rows held a value that did not parse (it reads as null
+    in `rows`); and the same rows as the org sent them (text), to keep with a record set aside."""
+
+    rows: pa.Table
+    unparsable: pa.Array
+    text: pa.Table
+
+
+@dataclass(frozen=True)
+class Deletions:
+    """Rows in the org's recycle bin: their Ids and when each was deleted."""
+
+    ids: list[str]
+    deleted_at: list[datetime]
+
+    @property
+    def latest(self) -> datetime | None:
+        return max(self.deleted_at) if self.deleted_at else None
+
+
+def stream_schema(client: SalesforceClient, stream: Stream) -> pa.Schema:
+    """The Arrow schema `stream` is staged with, from the org's describe (a field the org lacks is an error)."""
+    describe = client.call(lambda sf: getattr(sf, stream.sobject).describe(), sobject=stream.sobject, call="describe")
+    return arrow_schema(stream, {field["name"]: field["type"] for field in describe["fields"]})
+
+
+def count(client: SalesforceClient, stream: Stream, *, since: datetime | None) -> int:
+    """How many rows `read_pages(..., since=since)` would return."""
+    return client.count(soql.count(stream, since=since), sobject=stream.sobject)
+
+
+def read_pages(client: SalesforceClient, stream: Stream, schema: pa.Schema, *, since: datetime | None,
+               transfer: Transfer, bulk_page_rows: int, rest_part_rows: int) -> Iterator[Page]:
+    """The stream's rows with the cursor at or after `since` (all of them when None), page by page.
+
+    Bulk pages come as Salesforce cut them (`bulk_page_rows` at most); REST pages (2,000 rows) are
+    gathered into pages of about `rest_part_rows`. Memory: one page at a time.
+    """
+    if transfer == "bulk":
+        query = soql.select(stream, since=since)
+        for bulk_page in client.bulk_pages(query, sobject=stream.sobject, max_records=bulk_page_rows):
+            yield _typed(csv_page_to_text_table(bulk_page.csv_text, stream.columns), schema)
+        return
+    query = soql.select(stream, since=since, order_by_cursor=True)
+    yield from _rest_pages(client, stream, schema, query, rest_part_rows)
+
+
+def read_by_id(client: SalesforceClient, stream: Stream, schema: pa.Schema, ids: Sequence[str]) -> Iterator[Page]:
+    """The rows of `stream` with these Ids (those the org still has), a page per batch of Ids."""
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        query = soql.select(stream, ids=ids[start:start + _IDS_PER_QUERY])
+        yield from _rest_pages(client, stream, schema, query, _IDS_PER_QUERY)
+
+
+def deletions(client: SalesforceClient, stream: Stream, *, since: datetime | None) -> Deletions:
+    """Rows of `stream` deleted at or after `since`, from the recycle bin (queryAll; about 15 days back)."""
+    ids: list[str] = []
+    deleted_at: list[datetime] = []
+    for records in client.rest_pages(soql.deleted(stream, since=since), sobject=stream.sobject, include_deleted=True):
+        for record in records:
+            ids.append(record["Id"])
+            deleted_at.append(pd.Timestamp(record["SystemModstamp"]).to_pydatetime())
+    return Deletions(ids, deleted_at)
+
+
+def ids(client: SalesforceClient, stream: Stream, *, since: datetime | None, transfer: Transfer,
+        bulk_page_rows: int) -> Iterator[pa.Array]:
+    """Every Id the org holds for `stream` with the cursor at or after `since`, a page at a time."""
+    query = soql.select(stream, since=since, columns=["Id"])
+    if transfer == "bulk":
+        for bulk_page in client.bulk_pages(query, sobject=stream.sobject, max_records=bulk_page_rows):
+            yield csv_page_to_text_table(bulk_page.csv_text, ["Id"]).column("Id").combine_chunks()
+        return
+    for records in client.rest_pages(query, sobject=stream.sobject):
+        yield pa.array([record["Id"] for record in records], pa.string())
+
+
+def _rest_pages(client: SalesforceClient, stream: Stream, schema: pa.Schema, query: str,
+                part_rows: int) -> Iterator[Page]:
+    buffered: list[dict] = []
+    for records in client.rest_pages(query, sobject=stream.sobject):
+        buffered.extend(records)
+        if len(buffered) >= part_rows:
+            yield _typed(rest_records_to_text_table(buffered, stream.columns), schema)
+            buffered = []
+    if buffered:
+        yield _typed(rest_records_to_text_table(buffered, stream.columns), schema)
+
+
+def _typed(text: pa.Table, schema: pa.Schema) -> Page:
+    rows, unparsable = typed_table(text, schema)
+    return Page(rows, unparsable, text)

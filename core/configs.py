@@ -1,0 +1,113 @@
+"""Typed configuration for each part of persona-sync, one small object per connector or stage.
+
+Each connector takes its own config and nothing else: the Salesforce connector never sees where the
+state database is, and the state database never sees a Salesforce password. `core.settings.Settings`
+(the one object read from PERSONA_SYNC_* variables) builds all of them, in one place.
+
+Secrets are `SecretStr`: they print as `**********` in reprs, logs and error messages, and only the
+code that hands them to the remote system calls `get_secret_value()`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+# How a pull reads an object: `auto` picks REST or Bulk API 2.0 from the expected row count.
+PullMode = Literal["auto", "rest", "bulk"]
+# How an object was actually read (what `auto` chose).
+Transfer = Literal["rest", "bulk"]
+AuthMode = Literal["client_credentials", "jwt", "password", "session"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RetryConfig(_Config):
+    """Retries of transient failures: exponential backoff with jitter (see connectors/salesforce/client.py)."""
+
+    attempts: int = 6
+    initial_seconds: float = 1.0
+    max_seconds: float = 60.0
+
+
+class SalesforceConfig(_Config):
+    """One org: where to log in, as whom, and how patiently to talk to it.
+
+    Which credentials are needed depends on `auth`: client_credentials needs `client_id` and
+    `client_secret`; password also `username`, `password` and `security_token`; jwt `client_id`,
+    `username` and `private_key_file`; session `session_id` and `instance_url`. `login()` names the
+    missing setting.
+    """
+
+    login_url: str | None = None
+    auth: AuthMode = "client_credentials"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr = SecretStr("")
+    private_key_file: Path | None = None
+    session_id: SecretStr | None = None
+    instance_url: str | None = None
+    ca_bundle: Path | None = None
+    api_version: str = "59.0"
+    timeout_seconds: float = 120.0
+    retry: RetryConfig = RetryConfig()
+    bulk_poll_seconds: float = 0.5
+
+
+class StateConfig(_Config):
+    """The state database (watermarks, run ledger, quarantine, assignments). Its URL may hold a password."""
+
+    url: SecretStr
+
+
+# An object's staging is compacted into one base file once it holds more part files than this.
+DEFAULT_COMPACT_AFTER = 8
+
+
+class StagingConfig(_Config):
+    """Where pulled records are staged (Parquet), and how often an object's files are compacted."""
+
+    root: Path
+    compact_after: int = DEFAULT_COMPACT_AFTER
+
+
+class PullConfig(_Config):
+    """How the pull reads the org. Defaults suit a nightly run."""
+
+    mode: PullMode = "auto"
+    # From this many expected rows an object is read with Bulk API 2.0 (Salesforce's own break-even).
+    bulk_threshold: int = 2_000
+    bulk_page_rows: int = 100_000
+    # REST pages (2,000 rows) are gathered into staged parts of about this many rows.
+    rest_part_rows: int = 50_000
+    # Each incremental pull starts this long before the watermark, so rows committed late are not missed.
+    overlap: timedelta = timedelta(minutes=10)
+    # A first pull (or a full refresh) reads this much history; staging older than it is pruned.
+    history_days: int = 180
+    # Objects pulled at the same time (after the users, which go first).
+    workers: int = 3
+    # Refuse to start when fewer daily API requests than this remain.
+    api_reserve: int = 1_000
+    # Every this many days a pull also compares the org's Ids with staging, to find rows purged from the
+    # recycle bin (queryAll sees deletions for about 15 days only). 0: only when asked (--reconcile).
+    reconcile_every_days: float = 7.0
+    # A second pull waits this long for the one running to finish, then exits with a clear message.
+    lock_wait_seconds: float = 0.0
+
+
+class PersonasConfig(_Config):
+    """Features, catalog and assignment."""
+
+    catalog_file: Path | None = None
+    window_days: int = 90
+    partitions: int = 4
+    stability_margin: float = 0.1
+    # Where features are kept, one file per as-of.
+    features_dir: Path

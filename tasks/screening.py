@@ -1,0 +1,119 @@
+"""Screening a page of pulled rows: what to stage, what to hold until its user arrives, what is broken.
+
+Pure functions over Arrow tables, no I/O: the pull feeds them pages and writes what they return.
+
+- **Staged**: rows whose user (the owner, creator or login user a feature counts them for) is a staged
+  user, and rows owned by a queue or public group (an OwnerId with the Group key prefix `00G`): those are
+  valid records that belong to no person, so they count for nobody.
+- **Held**: rows whose user is a user Id (`005`) not staged yet: created between the User pull and the
+  activity pull, or a User pull that failed. They are kept aside (staged apart, never counted) and
+  staged once the user arrives: the watermark moves past them, so dropping them would lose them.
+- **Rejected** (quarantined, with the reason and the raw values): no user at all, a user field that
+  names neither a user nor a group, a value that does not parse, or the same Id twice in one page with
+  different content and the same cursor value (which copy is right cannot be told).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.salesforce.extract import Page
+from connectors.salesforce.streams import Stream
+
+USER_PREFIX = "005"
+GROUP_PREFIX = "00G"  # queues and public groups own records too
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record kept out of staging, with why and its values as the org sent them."""
+
+    record_id: str | None
+    reason: str
+    raw: dict
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A page, split: rows to stage, rows to hold until their user is staged, and broken rows."""
+
+    clean: pa.Table
+    held: pa.Table
+    rejected: list[Rejected]
+
+
+def screen(page: Page, stream: Stream, known_users: pa.Array | None) -> Screened:
+    """Splits a typed page (see the module docstring). `known_users` None: the stream is reference data
+    (users, profiles), whose rows name no user to check."""
+    table = page.rows
+    reasons: list[tuple[pa.Array, str]] = [(page.unparsable, "a date or number does not parse")]
+    waiting = _none(table.num_rows)
+    if stream.user_field is not None and known_users is not None:
+        user = table.column(stream.user_field)
+        field = stream.user_field
+        is_user = pc.fill_null(pc.starts_with(user, USER_PREFIX), False)
+        is_group = pc.fill_null(pc.starts_with(user, GROUP_PREFIX), False)
+        reasons.append((pc.is_null(user), f"no {field}"))
+        reasons.append((pc.and_(pc.is_valid(user), pc.invert(pc.or_(is_user, is_group))),
+                        f"{field} names neither a user ({USER_PREFIX}...) nor a queue or group ({GROUP_PREFIX}...)"))
+        waiting = pc.and_(is_user, pc.invert(pc.is_in(user, value_set=known_users)))
+    rejected_mask = _none(table.num_rows)
+    for mask, _ in reasons:
+        rejected_mask = pc.or_(rejected_mask, pc.fill_null(mask, False))
+    held_mask = pc.and_(waiting, pc.invert(rejected_mask))
+    kept = pc.invert(pc.or_(rejected_mask, held_mask))
+    rejected = _rejected(page.text, rejected_mask, reasons) if pc.any(rejected_mask).as_py() else []
+    return Screened(table.filter(kept), table.filter(held_mask), rejected)
+
+
+def split_conflicting_duplicates(table: pa.Table, cursor: str) -> tuple[pa.Table, list[Rejected]]:
+    """Within one page, keeps one row per Id; an Id seen twice with different content is rejected.
+
+    Two copies with the same content are one record seen twice (the overlap window does that). Copies
+    that differ but carry different cursor values are an update seen mid-pull: the later one is kept.
+    Copies that differ with the same cursor value cannot be ordered: both are rejected. (Across pages
+    staging itself keeps the latest version by cursor.)
+    """
+    if table.num_rows == 0 or pc.count_distinct(table.column("Id")).as_py() == table.num_rows:
+        return table, []  # the usual case, checked in Arrow without building a DataFrame
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    frame["_position"] = range(len(frame))
+    distinct = frame.drop_duplicates(subset=[c for c in frame.columns if c != "_position"], keep="last")
+    if distinct["Id"].is_unique:
+        keep = sorted(distinct["_position"])
+        return table.take(pa.array(keep)), []
+    ordered = distinct.sort_values([cursor, "_position"], kind="stable")
+    last = ordered.groupby("Id", sort=False).tail(1)
+    ties = ordered.merge(last[["Id", cursor]], on=["Id", cursor])
+    ambiguous_ids = set(ties.loc[ties.duplicated("Id", keep=False), "Id"])
+    rejected = [Rejected(row["Id"], "the same Id arrived twice with different content",
+                         {key: _plain(value) for key, value in row.items() if key != "_position"})
+                for row in distinct[distinct["Id"].isin(ambiguous_ids)].to_dict("records")]
+    keep = sorted(last.loc[~last["Id"].isin(ambiguous_ids), "_position"])
+    return table.take(pa.array(keep, pa.int64())), rejected
+
+
+def _rejected(text: pa.Table, rejected_mask: pa.Array, reasons: list[tuple[pa.Array, str]]) -> list[Rejected]:
+    raw_rows = text.filter(rejected_mask).to_pylist()
+    # Each reason's mask, restricted to the rejected rows: one Arrow filter per reason, not per row.
+    flags = [(pc.fill_null(mask, False).filter(rejected_mask).to_pylist(), reason) for mask, reason in reasons]
+    return [Rejected(raw.get("Id"), "; ".join(reason for flagged, reason in flags if flagged[position]), raw)
+            for position, raw in enumerate(raw_rows)]
+
+
+def _none(rows: int) -> pa.Array:
+    return pa.array(np.zeros(rows, dtype=bool))
+
+
+def _plain(value: object) -> object:
+    """A JSON-friendly version of a value for the quarantine's raw record."""
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

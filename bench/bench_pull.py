@@ -14,7 +14,7 @@ Prints, for the chosen org:
 Both are measured warm: a first floor download runs unmeasured before anything is timed, so neither the
 floor nor the pull pays for a cold sandbox. With --repeat N, floor and pull alternate N times (each pull
 into fresh staging) and every ratio is printed: the machine's noise shows. The sandbox runs in its own
-process; each measured phase runs in a fresh child process, so its peak memory (ru_maxrss) is its own.
+process; each measured phase runs in a fresh child process, so its peak memory (VmHWM) is its own.
 Nothing here asserts: compare the numbers with the targets.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.settings import Settings  # noqa: E402
+from measure import peak_memory_mib  # noqa: E402
 from persona_sync.embedded_org import sandbox_org  # noqa: E402
 from sandbox.runner import RunningSandbox, SandboxConfig, start_sandbox_process  # noqa: E402
 
@@ -108,7 +108,7 @@ def main() -> None:
     if args.phase:  # a measured phase, in its own process
         settings = _settings(args.url, args.sandbox_dir, args.home)
         result = phase_floor(settings) if args.phase == "floor" else phase_pull(settings)
-        result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_mib"] = peak_memory_mib()
         print(json.dumps(result))
         return
 

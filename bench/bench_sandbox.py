@@ -26,17 +26,10 @@ from connectors.salesforce import connect  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from persona_sync.embedded_org import pointed_at  # noqa: E402
 from sandbox.runner import SandboxConfig, prepare_org, start_sandbox_process  # noqa: E402
+from measure import peak_memory_mib  # noqa: E402
 
 BULK_ROWS = 1_000_000
 REST_ROWS = 100_000
-
-
-def peak_memory_mib(pid: int) -> float:
-    """Peak resident memory of a process (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

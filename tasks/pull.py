@@ -30,6 +30,7 @@ org, or in tests. It writes no SOQL and knows no HTTP: connectors/salesforce/ext
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,19 +42,21 @@ import pyarrow.compute as pc
 
 from connectors.salesforce import extract
 from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.extract import Page
+from connectors.salesforce.extract import Page, RawPage
 from connectors.salesforce.streams import Stream
 from connectors.staging import Prune, Staging
 from connectors.state import LedgerEntry, PullStats, QuarantinedRecord, StateStore, Watermark
 from core.configs import PullConfig, SalesforceConfig, StagingConfig, StateConfig, Transfer
 from core.errors import PersonaSyncError
-from tasks.screening import Rejected, screen, split_conflicting_duplicates
+from tasks.screening import Rejected, screen
 
 log = logging.getLogger(__name__)
 
 RowsCallback = Callable[[str, int, int | None], None]  # (sobject, rows staged so far, rows expected)
 # Rows whose user is not staged yet live here, under staging's root, apart from what features read.
 HELD_DIR = ".held"
+# Bulk API result pages are streamed to files here, and parsed from them (never held as text).
+DOWNLOADS_DIR = ".downloads"
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
@@ -125,12 +128,16 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     now = now or datetime.now(timezone.utc)
     report = PullReport(run_id)
     failures: list[tuple[str, BaseException]] = []
+    # Objects download at the same time, but their pages are processed one at a time: processing is CPU
+    # work, which two cores do no faster in parallel, and one page at a time keeps memory to one page
+    # (a page waits on disk, not in memory), whatever the org's size.
+    processing = threading.Lock()
 
     def run(stream: Stream, known_users: pa.Array | None) -> None:
         try:
             report.streams.append(_StreamPull(client, staging, state, stream, known_users, run_id=run_id, now=now,
                                               config=config, full_refresh=full_refresh, reconcile=reconcile,
-                                              on_rows=on_rows).run())
+                                              on_rows=on_rows, processing=processing).run())
         except PersonaSyncError as error:
             failures.append((stream.sobject, error))
 
@@ -160,9 +167,12 @@ class _StreamPull:
 
     def __init__(self, client: SalesforceClient, staging: Staging, state: StateStore, stream: Stream,
                  known_users: pa.Array | None, *, run_id: str, now: datetime, config: PullConfig,
-                 full_refresh: bool, reconcile: bool, on_rows: RowsCallback | None) -> None:
+                 full_refresh: bool, reconcile: bool, on_rows: RowsCallback | None,
+                 processing: threading.Lock) -> None:
         self.client, self.staging, self.state, self.stream = client, staging, state, stream
+        self.processing = processing
         self.held = held_area(staging)
+        self.downloads = staging.root / DOWNLOADS_DIR
         self.known_users = known_users
         self.run_id, self.now, self.config = run_id, now, config
         self.reconcile_asked = reconcile
@@ -201,9 +211,10 @@ class _StreamPull:
             self._release_held()
             pages = extract.read_pages(self.client, self.stream, self.schema, since=since, transfer=transfer,
                                        bulk_page_rows=self.config.bulk_page_rows,
-                                       rest_part_rows=self.config.rest_part_rows)
+                                       rest_part_rows=self.config.rest_part_rows, download_dir=self.downloads)
             for page in pages:
                 self._stage(page)
+                del page  # gone before the next page is read: one page of each stream in memory, not two
                 if self.on_rows is not None:
                     self.on_rows(self.name, self.result.rows, expected)
             if watermark is not None and self.stream.soft_delete:
@@ -247,10 +258,13 @@ class _StreamPull:
         return bool(missing)
 
     def _since(self, watermark: Watermark | None, history_start: datetime) -> datetime | None:
-        """Where this pull starts: the watermark less the overlap, else the history start (None: everything)."""
+        """Where this pull starts: the watermark less the overlap, else the history start (None: everything).
+
+        In whole seconds, as SOQL datetime literals are: the rows the query returns and the rows the overlap
+        check compares them with (`already_staged`) must start at the same instant."""
         if watermark is not None:
-            return watermark.value - self.config.overlap
-        return None if self.stream.full_history else history_start
+            return (watermark.value - self.config.overlap).replace(microsecond=0)
+        return None if self.stream.full_history else history_start.replace(microsecond=0)
 
     def _release_held(self) -> None:
         """Stages the held rows whose user is staged now, read again by Id (so they come with every field
@@ -272,10 +286,16 @@ class _StreamPull:
         # gone from the org. Either way these versions leave the held area.
         self.held.write_tombstones(self.name, ready.column("Id").to_pylist(), ready.column(self.cursor).to_pylist())
 
-    def _stage(self, page: Page) -> None:
-        """Screens one page and writes each part where it belongs; moves the cursor seen."""
+    def _stage(self, raw: RawPage) -> None:
+        """Parses one page, screens it and writes each part where it belongs; moves the cursor seen.
+        One page at a time across the objects pulled at once (see `pull`)."""
+        with self.processing:
+            self._screen_and_write(raw.parse())
+            _return_freed_memory()
+
+    def _screen_and_write(self, page: Page) -> None:
         screened = screen(page, self.stream, self.known_users)
-        clean, conflicting = split_conflicting_duplicates(screened.clean, self.cursor)
+        clean = screened.clean
         held = screened.held.select(["Id", self.stream.user_field, self.cursor]) if screened.held.num_rows else None
         if self.already_staged is not None:
             clean = _without_unchanged(clean, self.already_staged, self.cursor)
@@ -293,12 +313,12 @@ class _StreamPull:
             if table is not None and table.num_rows:
                 self.max_cursor = _later(self.max_cursor, pc.max(table.column(self.cursor)).as_py())
         self.result.rows += clean.num_rows
-        self.result.quarantined += self._quarantine(screened.rejected + conflicting)
+        self.result.quarantined += self._quarantine(screened.rejected)
 
     def _pull_deletions(self, watermark: Watermark) -> datetime | None:
         """Tombstones for rows deleted since the deletions watermark (less the overlap) that staging or the
         held area still holds; returns the new deletions watermark."""
-        start = (watermark.deletions_value or watermark.value) - self.config.overlap
+        start = ((watermark.deletions_value or watermark.value) - self.config.overlap).replace(microsecond=0)
         found = extract.deletions(self.client, self.stream, since=start)
         if found.ids:
             ids = pa.array(found.ids, pa.string())
@@ -327,7 +347,7 @@ class _StreamPull:
         expected = extract.count(self.client, self.stream, since=bound)
         transfer: Transfer = "bulk" if expected >= self.config.bulk_threshold else "rest"
         pages = list(extract.ids(self.client, self.stream, since=bound, transfer=transfer,
-                                 bulk_page_rows=self.config.bulk_page_rows))
+                                 bulk_page_rows=self.config.bulk_page_rows, download_dir=self.downloads))
         org_ids = pa.chunked_array(pages, pa.string()).combine_chunks() if pages else pa.array([], pa.string())
         in_window = None if bound is None else _at_or_after(self.cursor, bound)
         purged: list[pa.Array] = []
@@ -363,7 +383,9 @@ class _StreamPull:
             return history_start
         cutoff = self.now - timedelta(days=self.config.history_days)
         prune = None if self.stream.full_history or cutoff <= history_start else Prune(self.cursor, cutoff)
-        self.staging.compact(self.name, prune=prune)
+        with self.processing:
+            self.staging.compact(self.name, prune=prune)
+            _return_freed_memory()
         return cutoff if prune is not None else history_start
 
     # --- bookkeeping ---------------------------------------------------------------------------------
@@ -394,6 +416,13 @@ class _StreamPull:
         log.info("pull %s: %s rows staged, %s deleted, %s quarantined, %s held in %.1f s (%d API calls)", self.name,
                  f"{result.rows:,}", f"{result.deleted:,}", f"{result.quarantined:,}", f"{result.held:,}",
                  result.seconds, result.api_calls)
+
+
+def _return_freed_memory() -> None:
+    """Hands the memory of the page or compaction just done back to the system. Arrow's allocator keeps
+    freed memory per thread, to reuse it; with several objects pulled at once that kept memory adds up
+    with every page, so the pull's peak would grow with the org. (Costs microseconds.)"""
+    pa.default_memory_pool().release_unused()
 
 
 def _versions_since(area: Staging, stream: Stream, since: datetime) -> pa.Table:

@@ -9,8 +9,10 @@ Pure functions over Arrow tables, no I/O: the pull feeds them pages and writes w
   activity pull, or a User pull that failed. They are kept aside (staged apart, never counted) and
   staged once the user arrives: the watermark moves past them, so dropping them would lose them.
 - **Rejected** (quarantined, with the reason and the raw values): no user at all, a user field that
-  names neither a user nor a group, a value that does not parse, or the same Id twice in one page with
-  different content and the same cursor value (which copy is right cannot be told).
+  names neither a user nor a group, or a value that does not parse.
+
+The same Id twice (in one page, or across pages and nights) needs nothing here: staging keeps the
+version with the latest cursor value (connectors/staging/merge.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -66,36 +67,11 @@ def screen(page: Page, stream: Stream, known_users: pa.Array | None) -> Screened
     for mask, _ in reasons:
         rejected_mask = pc.or_(rejected_mask, pc.fill_null(mask, False))
     held_mask = pc.and_(waiting, pc.invert(rejected_mask))
-    kept = pc.invert(pc.or_(rejected_mask, held_mask))
+    set_aside = pc.or_(rejected_mask, held_mask)
+    if not pc.any(set_aside).as_py():  # the usual page: everything is staged, nothing is copied
+        return Screened(table, table.slice(0, 0), [])
     rejected = _rejected(page.text, rejected_mask, reasons) if pc.any(rejected_mask).as_py() else []
-    return Screened(table.filter(kept), table.filter(held_mask), rejected)
-
-
-def split_conflicting_duplicates(table: pa.Table, cursor: str) -> tuple[pa.Table, list[Rejected]]:
-    """Within one page, keeps one row per Id; an Id seen twice with different content is rejected.
-
-    Two copies with the same content are one record seen twice (the overlap window does that). Copies
-    that differ but carry different cursor values are an update seen mid-pull: the later one is kept.
-    Copies that differ with the same cursor value cannot be ordered: both are rejected. (Across pages
-    staging itself keeps the latest version by cursor.)
-    """
-    if table.num_rows == 0 or pc.count_distinct(table.column("Id")).as_py() == table.num_rows:
-        return table, []  # the usual case, checked in Arrow without building a DataFrame
-    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
-    frame["_position"] = range(len(frame))
-    distinct = frame.drop_duplicates(subset=[c for c in frame.columns if c != "_position"], keep="last")
-    if distinct["Id"].is_unique:
-        keep = sorted(distinct["_position"])
-        return table.take(pa.array(keep)), []
-    ordered = distinct.sort_values([cursor, "_position"], kind="stable")
-    last = ordered.groupby("Id", sort=False).tail(1)
-    ties = ordered.merge(last[["Id", cursor]], on=["Id", cursor])
-    ambiguous_ids = set(ties.loc[ties.duplicated("Id", keep=False), "Id"])
-    rejected = [Rejected(row["Id"], "the same Id arrived twice with different content",
-                         {key: _plain(value) for key, value in row.items() if key != "_position"})
-                for row in distinct[distinct["Id"].isin(ambiguous_ids)].to_dict("records")]
-    keep = sorted(last.loc[~last["Id"].isin(ambiguous_ids), "_position"])
-    return table.take(pa.array(keep, pa.int64())), rejected
+    return Screened(table.filter(pc.invert(set_aside)), table.filter(held_mask), rejected)
 
 
 def _rejected(text: pa.Table, rejected_mask: pa.Array, reasons: list[tuple[pa.Array, str]]) -> list[Rejected]:
@@ -108,12 +84,3 @@ def _rejected(text: pa.Table, rejected_mask: pa.Array, reasons: list[tuple[pa.Ar
 
 def _none(rows: int) -> pa.Array:
     return pa.array(np.zeros(rows, dtype=bool))
-
-
-def _plain(value: object) -> object:
-    """A JSON-friendly version of a value for the quarantine's raw record."""
-    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -74,6 +76,8 @@ _SALESFORCE_FAILURES: tuple[type[BaseException], ...] = (
     requests.exceptions.RequestException,
     ProtocolError,
 )
+# Bulk results are streamed to their file this much at a time.
+_DOWNLOAD_CHUNK = 1 << 20
 _API_USAGE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
 _OBJECT_ADDRESS = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>: ")
 
@@ -108,19 +112,23 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class BulkPage:
-    """One page of a Bulk API 2.0 query's results, as Salesforce sent it.
+    """One page of a Bulk API 2.0 query's results, as Salesforce sent it, in a file.
 
-    `csv_text` is a complete CSV document with its own header row (every value quoted, columns in SELECT
-    order). `locator` is the locator this page was fetched with ("" for the first page), so
-    (`job_id`, `locator`) names the page and fetching it again gives the same rows while the job's results
-    are kept (7 days); `next_locator` is the one to fetch next ("" after the last page).
+    `path` holds a complete CSV document with its own header row (every value quoted, columns in SELECT
+    order); it exists until the next page is asked for. `locator` is the locator this page was fetched
+    with ("" for the first page), so (`job_id`, `locator`) names the page and fetching it again gives the
+    same rows while the job's results are kept (7 days); `next_locator` is the one to fetch next ("" after
+    the last page).
     """
 
-    csv_text: str
+    path: Path
     rows: int
     job_id: str
     locator: str
     next_locator: str = ""
+
+    def read_text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -293,21 +301,25 @@ class SalesforceClient:
             page = self.call(lambda sf: sf.query_more(next_url, identifier_is_url=True), sobject=sobject,
                              call=f"queryMore {next_url}")
 
-    def bulk_pages(self, soql: str, *, sobject: str, include_deleted: bool = False, max_records: int = 50_000,
-                   poll_seconds: float | None = None) -> Iterator[BulkPage]:
+    def bulk_pages(self, soql: str, *, sobject: str, download_dir: Path, include_deleted: bool = False,
+                   max_records: int = 50_000, poll_seconds: float | None = None) -> Iterator[BulkPage]:
         """Runs a Bulk API 2.0 query job and yields its results page by page (at most `max_records` rows).
+
+        Each page is streamed into a CSV file under `download_dir` (simple-salesforce's `download_job_data`,
+        1 MiB at a time), so no page is ever held in memory as text; the file is removed when the next page
+        is asked for, or when the caller stops.
 
         Each step (create the job, wait for it, fetch a page) goes through `call`, with simple-salesforce's
         own Bulk 2.0 client built from the current session: an expiry renews and the chain resumes from
-        the current locator; a download cut mid-stream fetches the same locator again. A create retried
-        after a lost answer may leave one orphan job behind in the org (harmless; it ages out).
+        the current locator; a download cut mid-stream fetches the same locator again (the cut file is
+        thrown away). A create retried after a lost answer may leave one orphan job behind in the org
+        (harmless; it ages out).
 
         `poll_seconds` (default: the config's `bulk_poll_seconds`) is simple-salesforce's `wait_for_job`
-        wait: it sleeps that long, then polls at
-        intervals of `poll_seconds + e**n / 1000` s, growing until they reach 2 s and then fixed (about
-        3.5 s with the default 0.5). The default suits real orgs, whose jobs take seconds to minutes; the
-        local sandbox holds a poll until its job completes, so 0 there costs no busy polling.
-        `include_deleted` runs a queryAll job (deleted and archived rows too).
+        wait: it sleeps that long, then polls at intervals of `poll_seconds + e**n / 1000` s, growing until
+        they reach 2 s and then fixed (about 3.5 s with the default 0.5). The default suits real orgs, whose
+        jobs take seconds to minutes; the local sandbox holds a poll until its job completes, so 0 there
+        costs no busy polling. `include_deleted` runs a queryAll job (deleted and archived rows too).
         """
         operation = Operation.query_all if include_deleted else Operation.query
         wait = self._config.bulk_poll_seconds if poll_seconds is None else poll_seconds
@@ -320,16 +332,27 @@ class SalesforceClient:
         job_id: str = job["id"]
         self.call(lambda sf: jobs(sf).wait_for_job(job_id, True, wait), sobject=sobject,
                   call=f"bulk2 wait for job {job_id}")
-        locator = ""
-        while True:
-            result = self.call(lambda sf: jobs(sf).get_query_results(job_id, locator, max_records),
-                               sobject=sobject, call=f"bulk2 results of job {job_id} locator {locator or '(first)'}")
-            next_locator = result["locator"] or ""
-            yield BulkPage(csv_text=result["records"], rows=result["number_of_records"], job_id=job_id,
-                           locator=locator, next_locator=next_locator)
-            if not next_locator:
-                return
-            locator = next_locator
+        Path(download_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=download_dir, prefix=f"{sobject}-") as scratch:
+
+            def download(sf: Salesforce, locator: str) -> dict:
+                for cut in Path(scratch).glob("*.csv"):  # what an attempt cut mid-stream left
+                    cut.unlink()
+                return jobs(sf).download_job_data(scratch, job_id, locator, max_records, _DOWNLOAD_CHUNK)
+
+            locator = ""
+            while True:
+                result = self.call(lambda sf: download(sf, locator), sobject=sobject,
+                                   call=f"bulk2 results of job {job_id} locator {locator or '(first)'}")
+                page = BulkPage(path=Path(result["file"]), rows=result["number_of_records"], job_id=job_id,
+                                locator=locator, next_locator=result["locator"] or "")
+                try:
+                    yield page
+                finally:
+                    page.path.unlink(missing_ok=True)
+                if not page.next_locator:
+                    return
+                locator = page.next_locator
 
     # --- inside ----------------------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 The pull (tasks/pull.py) composes these; it never writes SOQL, never picks an endpoint and never parses
 a CSV. What is here:
 
-- `stream_schema`: the Arrow schema a stream is staged with, from the org's own describe;
+- `stream_schema`: the Arrow schema a stream is staged with, from the org's own describe (its names are
+  the columns every read selects: a stream's optional fields only where the org has them);
 - `count`: how many rows a read since a cursor value would return (it decides REST or Bulk);
-- `read_pages`: the rows since a cursor value, page by page, typed (REST pages in (cursor, Id) order;
-  a Bulk API 2.0 job is a snapshot, unordered);
+- `read_pages`: the rows since a cursor value, page by page (REST pages in (cursor, Id) order; a Bulk
+  API 2.0 job is a snapshot, unordered), each parsed into typed Arrow tables when the caller asks;
 - `read_by_id`: given rows, by Id (what a reconciliation found missing);
 - `deletions`: rows in the recycle bin since a cursor value (queryAll), with when they were deleted;
 - `ids`: every Id the org has for the stream since a cursor value (an Id-only read, for reconciling).
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -41,6 +43,23 @@ class Page:
     rows: pa.Table
     unparsable: pa.Array
     text: pa.Table
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """A page as the org sent it, not parsed yet: a Bulk API CSV file (which exists until the next page is
+    asked for) or REST records. `parse()` types it; a caller can so choose when a page takes memory."""
+
+    schema: pa.Schema
+    csv_file: Path | None = None
+    records: list[dict] | None = None
+
+    def parse(self) -> Page:
+        names = self.schema.names
+        text = (csv_page_to_text_table(self.csv_file, names) if self.csv_file is not None
+                else rest_records_to_text_table(self.records or [], names))
+        rows, unparsable = typed_table(text, self.schema)
+        return Page(rows, unparsable, text)
 
 
 @dataclass(frozen=True)
@@ -67,25 +86,28 @@ def count(client: SalesforceClient, stream: Stream, *, since: datetime | None) -
 
 
 def read_pages(client: SalesforceClient, stream: Stream, schema: pa.Schema, *, since: datetime | None,
-               transfer: Transfer, bulk_page_rows: int, rest_part_rows: int) -> Iterator[Page]:
+               transfer: Transfer, bulk_page_rows: int, rest_part_rows: int, download_dir: Path) -> Iterator[RawPage]:
     """The stream's rows with the cursor at or after `since` (all of them when None), page by page.
 
-    Bulk pages come as Salesforce cut them (`bulk_page_rows` at most); REST pages (2,000 rows) are
-    gathered into pages of about `rest_part_rows`. Memory: one page at a time.
+    Bulk pages come as Salesforce cut them (`bulk_page_rows` at most), each downloaded to a file under
+    `download_dir` (never held as text) for the caller to parse; REST pages (2,000 rows) are gathered into
+    pages of about `rest_part_rows`.
     """
     if transfer == "bulk":
-        query = soql.select(stream, since=since)
-        for bulk_page in client.bulk_pages(query, sobject=stream.sobject, max_records=bulk_page_rows):
-            yield _typed(csv_page_to_text_table(bulk_page.csv_text, stream.columns), schema)
+        query = soql.select(stream, since=since, columns=schema.names)
+        for bulk_page in client.bulk_pages(query, sobject=stream.sobject, max_records=bulk_page_rows,
+                                           download_dir=download_dir):
+            yield RawPage(schema, csv_file=bulk_page.path)
         return
-    query = soql.select(stream, since=since, order_by_cursor=True)
+    query = soql.select(stream, since=since, columns=schema.names, order_by_cursor=True)
     yield from _rest_pages(client, stream, schema, query, rest_part_rows)
 
 
-def read_by_id(client: SalesforceClient, stream: Stream, schema: pa.Schema, ids: Sequence[str]) -> Iterator[Page]:
+def read_by_id(client: SalesforceClient, stream: Stream, schema: pa.Schema,
+               ids: Sequence[str]) -> Iterator[RawPage]:
     """The rows of `stream` with these Ids (those the org still has), a page per batch of Ids."""
     for start in range(0, len(ids), _IDS_PER_QUERY):
-        query = soql.select(stream, ids=ids[start:start + _IDS_PER_QUERY])
+        query = soql.select(stream, ids=ids[start:start + _IDS_PER_QUERY], columns=schema.names)
         yield from _rest_pages(client, stream, schema, query, _IDS_PER_QUERY)
 
 
@@ -101,29 +123,25 @@ def deletions(client: SalesforceClient, stream: Stream, *, since: datetime | Non
 
 
 def ids(client: SalesforceClient, stream: Stream, *, since: datetime | None, transfer: Transfer,
-        bulk_page_rows: int) -> Iterator[pa.Array]:
+        bulk_page_rows: int, download_dir: Path) -> Iterator[pa.Array]:
     """Every Id the org holds for `stream` with the cursor at or after `since`, a page at a time."""
     query = soql.select(stream, since=since, columns=["Id"])
     if transfer == "bulk":
-        for bulk_page in client.bulk_pages(query, sobject=stream.sobject, max_records=bulk_page_rows):
-            yield csv_page_to_text_table(bulk_page.csv_text, ["Id"]).column("Id").combine_chunks()
+        for bulk_page in client.bulk_pages(query, sobject=stream.sobject, max_records=bulk_page_rows,
+                                           download_dir=download_dir):
+            yield csv_page_to_text_table(bulk_page.path, ["Id"]).column("Id").combine_chunks()
         return
     for records in client.rest_pages(query, sobject=stream.sobject):
         yield pa.array([record["Id"] for record in records], pa.string())
 
 
 def _rest_pages(client: SalesforceClient, stream: Stream, schema: pa.Schema, query: str,
-                part_rows: int) -> Iterator[Page]:
+                part_rows: int) -> Iterator[RawPage]:
     buffered: list[dict] = []
     for records in client.rest_pages(query, sobject=stream.sobject):
         buffered.extend(records)
         if len(buffered) >= part_rows:
-            yield _typed(rest_records_to_text_table(buffered, stream.columns), schema)
+            yield RawPage(schema, records=buffered)
             buffered = []
     if buffered:
-        yield _typed(rest_records_to_text_table(buffered, stream.columns), schema)
-
-
-def _typed(text: pa.Table, schema: pa.Schema) -> Page:
-    rows, unparsable = typed_table(text, schema)
-    return Page(rows, unparsable, text)
+        yield RawPage(schema, records=buffered)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -34,25 +35,32 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 
 def arrow_schema(stream: Stream, field_types: Mapping[str, str]) -> pa.Schema:
-    """The staged schema of a stream, from the org's describe (`field name -> Salesforce type`)."""
-    missing = [name for name in stream.columns if name not in field_types]
+    """The staged schema of a stream, from the org's describe (`field name -> Salesforce type`): the columns
+    to read, in order. An optional field the org lacks is left out; any other missing field is an error."""
+    missing = [name for name in stream.columns if name not in field_types and name not in stream.optional]
     if missing:
         raise SalesforceError(f"{stream.sobject} in this org has no field {missing}: check the org's field-level "
                               "security for the integration user, or the stream declaration",
                               sobject=stream.sobject, call="describe")
-    return pa.schema([(name, _ARROW_TYPES.get(field_types[name], pa.string())) for name in stream.columns])
+    return pa.schema([(name, _ARROW_TYPES.get(field_types[name], pa.string())) for name in stream.columns
+                      if name in field_types])
 
 
-def csv_page_to_text_table(csv_text: str, columns: Sequence[str]) -> pa.Table:
-    """A Bulk API 2.0 CSV page as an all-text table (empty cells are null, as Salesforce means them)."""
-    if not csv_text.strip():
+def csv_page_to_text_table(csv: Path | str, columns: Sequence[str]) -> pa.Table:
+    """A Bulk API 2.0 CSV page (a file, or its text) as an all-text table (empty cells are null, as
+    Salesforce means them). A file is parsed straight from disk, never held as text."""
+    if (csv.stat().st_size == 0) if isinstance(csv, Path) else not csv.strip():
         return pa.table({name: pa.array([], pa.string()) for name in columns})
     options = pa_csv.ConvertOptions(column_types={name: pa.string() for name in columns},
                                     strings_can_be_null=True, quoted_strings_can_be_null=True,
                                     include_columns=list(columns))
     # Text fields may hold line breaks inside their quotes; Arrow must not split rows there.
     parsing = pa_csv.ParseOptions(newlines_in_values=True)
-    return pa_csv.read_csv(io.BytesIO(csv_text.encode("utf-8")), parse_options=parsing, convert_options=options)
+    # One thread: the pull already reads several objects at once, and Arrow's own threads on top of that
+    # only add contention (and memory each thread's allocator keeps).
+    reading = pa_csv.ReadOptions(use_threads=False)
+    with pa.OSFile(str(csv)) if isinstance(csv, Path) else io.BytesIO(csv.encode("utf-8")) as source:
+        return pa_csv.read_csv(source, read_options=reading, parse_options=parsing, convert_options=options)
 
 
 def rest_records_to_text_table(records: Iterable[Mapping[str, object]], columns: Sequence[str]) -> pa.Table:

@@ -32,11 +32,15 @@ class Stream:
     full_history: bool = False
     # A filter the object requires in every query (KnowledgeArticleVersion must name PublishStatus).
     required_filter: str | None = None
+    # Fields read when the org has them, and left out when it does not yet (custom fields an admin adds,
+    # perhaps after the first pull: then the stream is read again in full, to fill them in).
+    optional: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The fields to select: Id, the declared fields, and the cursor (once each, in that order)."""
-        return tuple(dict.fromkeys(("Id", *self.fields, self.cursor)))
+        """The fields to select: Id, the declared and optional fields, and the cursor (once each, in that
+        order). The org's describe may leave optional ones out (see pages.arrow_schema)."""
+        return tuple(dict.fromkeys(("Id", *self.fields, *self.optional, self.cursor)))
 
 
 _AUDIT = ("CreatedById", "CreatedDate")
@@ -44,10 +48,12 @@ _AUDIT = ("CreatedById", "CreatedDate")
 STREAMS: tuple[Stream, ...] = (
     # Reference data first: users are what every other row is checked against.
     Stream("User", ("Username", "Name", "Title", "Department", "ProfileId", "UserRoleId", "ManagerId", "IsActive",
-                    "UserType", "CreatedDate", "LastLoginDate", "Persona__c", "Persona_Score__c",
-                    "Persona_Confidence__c", "Persona_Reason__c", "Persona_Updated__c"),
+                    "UserType", "CreatedDate", "LastLoginDate"),
            feeds="the people: context (title, department, profile, role, manager) and current persona fields",
-           user_field=None, soft_delete=False, full_history=True),
+           user_field=None, soft_delete=False, full_history=True,
+           # The persona fields persona-sync writes: an org has them once its admin has created them.
+           optional=("Persona__c", "Persona_Score__c", "Persona_Confidence__c", "Persona_Reason__c",
+                     "Persona_Updated__c")),
     Stream("Profile", ("Name",), feeds="profile names (context only)", user_field=None, soft_delete=False,
            full_history=True),
     Stream("UserRole", ("Name", "ParentRoleId"), feeds="role names (context only)", user_field=None,

@@ -161,13 +161,14 @@ class Staging:
         as nulls. An object never staged reads as an empty table with `columns` (Id alone when None).
         Holds the whole object: for large objects prefer `buckets`.
         """
-        parts = list(self.buckets(sobject, columns))
+        with_ids = columns if columns is None or ID in columns else [ID, *columns]
+        parts = list(self.buckets(sobject, with_ids))
         if not parts:
             return empty_state(columns)
         state = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-        if len(parts) > 1:
+        if len(parts) > 1:  # each bucket is sorted by Id; all of them together are not
             state = state.take(pc.sort_indices(state[ID]))
-        return state
+        return state if with_ids is columns else state.select(columns)
 
     def read(self, sobject: str, columns: list[str] | None = None) -> pd.DataFrame:
         """`read_arrow` as a pandas DataFrame, by pyarrow's default conversion: timestamps as

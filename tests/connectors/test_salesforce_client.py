@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from simple_salesforce import Salesforce
@@ -38,9 +40,14 @@ def fresh_client(fresh_sandbox: RunningSandbox) -> SalesforceClient:
 
 
 def _csv_ids(page: BulkPage) -> list[str]:
-    rows = list(csv.DictReader(io.StringIO(page.csv_text)))
+    rows = list(csv.DictReader(io.StringIO(page.read_text())))
     assert len(rows) == page.rows
     return [row["Id"] for row in rows]
+
+
+def _read(pages: Iterator[BulkPage]) -> list[tuple[BulkPage, list[str]]]:
+    """Each page with its Ids, read while the page's file exists (until the next page is asked for)."""
+    return [(page, _csv_ids(page)) for page in pages]
 
 
 def _retries(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -68,25 +75,27 @@ def test_count_and_rest_pages_equal_a_direct_query(client: SalesforceClient, sf:
     assert records[0]["Owner"]["Name"] == direct[0]["Owner"]["Name"]
 
 
-def test_bulk_pages_rows_equal_the_rest_count(client: SalesforceClient) -> None:
+def test_bulk_pages_rows_equal_the_rest_count(client: SalesforceClient, tmp_path: Path) -> None:
     expected = client.count(COUNT_TASKS, sobject="Task")
 
-    pages = list(client.bulk_pages(TASKS, sobject="Task", max_records=2000, poll_seconds=0))
+    read = _read(client.bulk_pages(TASKS, sobject="Task", max_records=2000, poll_seconds=0, download_dir=tmp_path))
+    pages = [page for page, _ in read]
 
     assert len(pages) == -(-expected // 2000)
-    ids = [record_id for page in pages for record_id in _csv_ids(page)]
+    ids = [record_id for _, page_ids in read for record_id in page_ids]
     assert len(ids) == len(set(ids)) == expected
     assert pages[0].locator == "" and pages[-1].next_locator == ""
     assert [page.locator for page in pages[1:]] == [page.next_locator for page in pages[:-1]]
     assert len({page.job_id for page in pages}) == 1
+    assert not list(tmp_path.rglob("*"))  # every page's file is gone, and the download folder too
 
 
-def test_include_deleted_reads_through_query_all(client: SalesforceClient) -> None:
+def test_include_deleted_reads_through_query_all(client: SalesforceClient, tmp_path: Path) -> None:
     live = client.count(COUNT_TASKS, sobject="Task")
     with_deleted = sum(len(page) for page in client.rest_pages("SELECT Id FROM Task", sobject="Task",
                                                                include_deleted=True))
     bulk_with_deleted = sum(page.rows for page in client.bulk_pages(
-        "SELECT Id FROM Task", sobject="Task", include_deleted=True, poll_seconds=0))
+        "SELECT Id FROM Task", sobject="Task", include_deleted=True, poll_seconds=0, download_dir=tmp_path))
 
     assert with_deleted == bulk_with_deleted >= live
 
@@ -108,18 +117,21 @@ def test_session_expired_mid_rest_pagination_renews_and_continues(
 
 
 def test_session_expired_mid_bulk_pagination_renews_and_resumes(
-        fresh_sandbox: RunningSandbox, fresh_client: SalesforceClient, caplog: pytest.LogCaptureFixture) -> None:
+        fresh_sandbox: RunningSandbox, fresh_client: SalesforceClient, caplog: pytest.LogCaptureFixture,
+        tmp_path: Path) -> None:
     caplog.set_level(logging.INFO, logger=CLIENT_LOG)
     expected = fresh_client.count(COUNT_TASKS, sobject="Task")
-    pages = fresh_client.bulk_pages("SELECT Id FROM Task", sobject="Task", max_records=2000, poll_seconds=0)
+    pages = fresh_client.bulk_pages("SELECT Id FROM Task", sobject="Task", max_records=2000, poll_seconds=0,
+                                    download_dir=tmp_path)
     first = next(pages)
+    ids = _csv_ids(first)
 
     assert fresh_sandbox.expire_sessions() >= 1
-    rest = list(pages)
+    rest = _read(pages)
 
-    ids = _csv_ids(first) + [record_id for page in rest for record_id in _csv_ids(page)]
+    ids += [record_id for _, page_ids in rest for record_id in page_ids]
     assert len(ids) == len(set(ids)) == expected
-    assert {page.job_id for page in rest} == {first.job_id}  # the same job, resumed at its locator
+    assert {page.job_id for page, _ in rest} == {first.job_id}  # the same job, resumed at its locator
     assert len(_renewals(caplog)) == 1
 
 
@@ -168,27 +180,28 @@ def test_a_permanent_rate_limit_fails_naming_the_object_and_call(faults: Running
 
 
 def test_unavailable_answers_are_ridden_out(faults: RunningSandbox, client: SalesforceClient,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+                                            caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     expected = client.count(COUNT_TASKS, sobject="Task")
     faults.set_faults(unavailable_share=0.3, seed=11)
 
     rows = sum(len(page) for page in client.rest_pages("SELECT Id FROM Task", sobject="Task"))
     rows_bulk = sum(page.rows for page in client.bulk_pages("SELECT Id FROM Task", sobject="Task",
-                                                            max_records=5000, poll_seconds=0))
+                                                            max_records=5000, poll_seconds=0, download_dir=tmp_path))
 
     assert rows == rows_bulk == expected
     assert any("SERVER_UNAVAILABLE" in message for message in _retries(caplog))
 
 
 def test_a_bulk_download_cut_mid_stream_is_fetched_again(faults: RunningSandbox, client: SalesforceClient,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+                                                         caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     expected = client.count(COUNT_TASKS, sobject="Task")
     faults.set_faults(cut_bulk_downloads=1)
 
-    pages = list(client.bulk_pages("SELECT Id, Subject FROM Task", sobject="Task", max_records=5000,
-                                   poll_seconds=0))
+    read = _read(client.bulk_pages("SELECT Id, Subject FROM Task", sobject="Task", max_records=5000,
+                                   poll_seconds=0, download_dir=tmp_path))
 
-    ids = [record_id for page in pages for record_id in _csv_ids(page)]
+    ids = [record_id for _, page_ids in read for record_id in page_ids]
+    assert not list(tmp_path.rglob("*"))  # the cut page's file too
     assert len(ids) == len(set(ids)) == expected
     assert len(_retries(caplog)) == 1
     assert faults.admin("GET", "faults")["cuts_left"] == 0
@@ -244,13 +257,14 @@ def test_check_api_reserve_refuses_below_the_reserve(client: SalesforceClient) -
     assert f"reserve of {remaining + 1000}" in message
 
 
-def test_api_calls_count_what_the_org_counted(fresh_client: SalesforceClient) -> None:
+def test_api_calls_count_what_the_org_counted(fresh_client: SalesforceClient, tmp_path: Path) -> None:
     before = fresh_client.limits()["DailyApiRequests"]["Remaining"]
     calls_before = fresh_client.api_calls
 
     fresh_client.count(COUNT_TASKS, sobject="Task")
     list(fresh_client.rest_pages("SELECT Id FROM Task", sobject="Task"))
-    list(fresh_client.bulk_pages("SELECT Id FROM Task", sobject="Task", max_records=5000, poll_seconds=0))
+    list(fresh_client.bulk_pages("SELECT Id FROM Task", sobject="Task", max_records=5000, poll_seconds=0,
+                                 download_dir=tmp_path))
     limits = fresh_client.limits()["DailyApiRequests"]
 
     assert fresh_client.api_calls - calls_before == before - limits["Remaining"]

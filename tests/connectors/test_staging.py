@@ -554,3 +554,16 @@ def test_live_ids_are_those_a_read_would_return(staging: Staging) -> None:
     staging.write_part("Task", rows(["a", "b", "c"], ["a1", "b1", "c1"]))
     staging.write_tombstones("Task", ["b"], [T0])
     assert sorted(staging.live_ids("Task", pa.array(["a", "b", "z", "a"])).to_pylist()) == ["a"]
+
+
+def test_columns_can_be_read_without_the_id(staging: Staging) -> None:
+    ids = [f"00T{n:012d}" for n in range(30_000)]
+    staging.write_part("Task", rows(ids, ids))
+    subjects = staging.read_arrow("Task", ["Subject"])
+    assert subjects.column_names == ["Subject"] and subjects["Subject"].to_pylist() == sorted(ids)
+
+
+def test_within_one_part_the_latest_cursor_wins_and_equal_cursors_keep_the_later_row(staging: Staging) -> None:
+    staging.write_part("Task", rows(["a", "a", "b", "b"], ["a-new", "a-old", "b-first", "b-second"],
+                                    stamps=[T0 + timedelta(hours=1), T0, T0, T0]), version="SystemModstamp")
+    assert state(staging) == {"a": "a-new", "b": "b-second"}

@@ -456,3 +456,14 @@ def test_staging_older_than_the_history_window_is_pruned(fresh_sandbox: RunningS
     staged = _staged(settings, "Task", ["SystemModstamp"])["SystemModstamp"]
     assert len(staged) and (staged >= history_start).all()
     _assert_staging_equals_org(fresh_sandbox, narrower, ["User", "Task"])
+
+
+def test_an_optional_field_the_org_lacks_is_left_out_and_the_rest_is_pulled(fresh_sandbox: RunningSandbox,
+                                                                             tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path)
+    user, task = streams_by_name(["User", "Task"])
+    not_created_yet = dataclasses.replace(task, optional=("Persona_Hint__c",))
+    _pull(settings, streams=[user, not_created_yet])
+    assert "Persona_Hint__c" not in Staging.from_config(settings.staging()).columns_in_every_file("Task")
+    assert "Persona__c" in Staging.from_config(settings.staging()).columns_in_every_file("User")  # the org has it
+    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])

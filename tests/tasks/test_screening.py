@@ -12,7 +12,7 @@ from connectors.salesforce.extract import Page
 from connectors.salesforce.pages import arrow_schema, csv_page_to_text_table, rest_records_to_text_table, typed_table
 from connectors.salesforce.streams import Stream
 from core.errors import SalesforceError
-from tasks.screening import screen, split_conflicting_duplicates
+from tasks.screening import screen
 
 STREAM = Stream("Task", ("OwnerId", "IsClosed", "ActivityDate", "CallDurationInSeconds", "CreatedDate"),
                 feeds="test")
@@ -87,37 +87,6 @@ def test_a_declared_field_missing_from_the_org_is_a_clear_error() -> None:
     with pytest.raises(SalesforceError, match="has no field") as raised:
         arrow_schema(STREAM, {"Id": "id"})
     assert "OwnerId" in str(raised.value) and raised.value.sobject == "Task"
-
-
-def _table(rows: list[tuple[str, str, str]]) -> pa.Table:
-    return pa.table({"Id": [row[0] for row in rows], "Status": [row[1] for row in rows],
-                     "SystemModstamp": pa.array([datetime.fromisoformat(row[2]) for row in rows],
-                                                pa.timestamp("ms", tz="UTC"))})
-
-
-def test_identical_duplicates_are_one_record() -> None:
-    clean, rejected = split_conflicting_duplicates(
-        _table([("a", "Open", "2026-10-01T00:00:00+00:00"), ("a", "Open", "2026-10-01T00:00:00+00:00")]),
-        "SystemModstamp")
-    assert clean.num_rows == 1 and rejected == []
-
-
-def test_a_duplicate_with_a_later_cursor_is_an_update() -> None:
-    clean, rejected = split_conflicting_duplicates(
-        _table([("a", "Open", "2026-10-02T00:00:00+00:00"), ("a", "Closed", "2026-10-01T00:00:00+00:00"),
-                ("b", "Open", "2026-10-01T00:00:00+00:00")]), "SystemModstamp")
-    assert sorted(zip(clean.column("Id").to_pylist(), clean.column("Status").to_pylist())) == [("a", "Open"),
-                                                                                               ("b", "Open")]
-    assert rejected == []
-
-
-def test_a_duplicate_with_different_content_and_the_same_cursor_is_rejected() -> None:
-    clean, rejected = split_conflicting_duplicates(
-        _table([("a", "Open", "2026-10-01T00:00:00+00:00"), ("a", "Closed", "2026-10-01T00:00:00+00:00"),
-                ("b", "Open", "2026-10-01T00:00:00+00:00")]), "SystemModstamp")
-    assert clean.column("Id").to_pylist() == ["b"]
-    assert {item.record_id for item in rejected} == {"a"} and len(rejected) == 2
-    assert "different content" in rejected[0].reason
 
 
 def test_values_with_line_breaks_and_quotes_stay_in_their_row() -> None:

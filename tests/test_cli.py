@@ -137,3 +137,30 @@ def test_the_sandbox_port_setting_is_where_the_command_starts_the_sandbox(
     result = runner.invoke(app, ["query", "SELECT COUNT() FROM User"])
     assert result.exit_code == 0, result.output
     assert f"https://localhost:{port}" in result.output.splitlines()[0]
+
+
+def test_run_uses_a_configured_prefect_api_and_only_else_a_local_one(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from persona_sync.cli import _use_local_prefect_unless_configured
+
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
+    environment["HOME"] = str(tmp_path)
+    monkeypatch.setattr(os, "environ", environment)  # what the function sets stays in this test
+    settings = Settings(_env_file=None, home=tmp_path / "home")
+
+    _use_local_prefect_unless_configured(settings)  # nothing configured: a temporary local API
+    assert environment["PREFECT_HOME"] == str((tmp_path / "home" / "prefect").resolve())
+
+    del environment["PREFECT_HOME"]
+    profiles = tmp_path / ".prefect" / "profiles.toml"
+    profiles.parent.mkdir()
+    profiles.write_text('active = "work"\n[profiles.work]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n')
+    _use_local_prefect_unless_configured(settings)  # the active profile names a server: use it
+    assert "PREFECT_HOME" not in environment
+
+    profiles.unlink()
+    environment["PREFECT_API_URL"] = "http://prefect.internal:4200/api"
+    _use_local_prefect_unless_configured(settings)
+    assert "PREFECT_HOME" not in environment

@@ -12,9 +12,10 @@ import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from connectors.state import PullStats, QuarantinedRecord, StateError, StateStore, Watermark
+from connectors.state import (LockedError, OrgMismatchError, PullStats, QuarantinedRecord, StateError, StateStore,
+                              Watermark)
 from connectors.state.schema import head_revision
-from connectors.state.tables import StateBase
+from connectors.state.tables import LockRow, StateBase
 
 HISTORY_START = datetime(2024, 1, 1, tzinfo=UTC)
 CET = timezone(timedelta(hours=1))
@@ -261,3 +262,78 @@ def test_latest_assignments_come_from_the_latest_as_of(store: StateStore) -> Non
     before = store.latest_assignments(before=datetime(2026, 11, 2, tzinfo=UTC))
     assert before.loc["005A", "persona"] == "Case Solver"
     assert store.latest_assignments(before=datetime(2026, 1, 1, tzinfo=UTC)).empty
+
+
+# --- recorded runs, org binding, locks ------------------------------------------------------------------
+
+def test_a_recorded_run_succeeds_with_what_the_block_put_in_it(store: StateStore) -> None:
+    with store.recorded_run("pull", {"mode": "auto"}) as run:
+        assert store.run(run.id).status == "running"
+        run.counts["rows"] = 12
+        run.api_calls = 7
+    recorded = store.run(run.id)
+    assert recorded.status == "succeeded" and recorded.counts == {"rows": 12} and recorded.api_calls == 7
+
+
+def test_a_recorded_run_that_raises_is_failed_with_the_error_and_the_error_goes_on(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="the org went away"):
+        with store.recorded_run("pull", {}) as run:
+            run.api_calls = 3
+            raise ValueError("the org went away")
+    recorded = store.run(run.id)
+    assert recorded.status == "failed" and recorded.error == "the org went away" and recorded.api_calls == 3
+
+
+def test_the_state_belongs_to_the_first_org_bound_and_refuses_another(store: StateStore) -> None:
+    assert store.bound_org() is None
+    store.bind_org("00DHs0000000001AAA", "https://acme.my.salesforce.com")
+    store.bind_org("00DHs0000000001", "https://acme.my.salesforce.com")  # its 15-character form: the same org
+    with pytest.raises(OrgMismatchError, match="belongs to org 00DHs0000000001 .* reached org 00DHs0000000002"):
+        store.bind_org("00DHs0000000002AAA", "https://other.my.salesforce.com")
+    assert store.bound_org() == "00DHs0000000001"
+
+
+def test_a_lock_is_held_by_one_at_a_time_and_says_who_holds_it(store: StateStore) -> None:
+    with store.lock("pull", purpose="pull the org into staging"):
+        with pytest.raises(LockedError, match=r"cannot pull again: pull the org into staging \(pid \d+ on "):
+            with store.lock("pull", purpose="pull again"):
+                pass
+        with store.lock("push", purpose="push"):  # another lock is another lock
+            pass
+    with store.lock("pull", purpose="pull again"):  # released
+        pass
+
+
+def test_a_lock_left_by_a_process_that_died_is_taken_over(store: StateStore) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    now = datetime.now(UTC)
+    with store._transaction() as session:
+        session.add(LockRow(name="pull", owner="gone", host=socket.gethostname(), pid=pid, purpose="pull",
+                            acquired_at=now, heartbeat_at=now))
+    with store.lock("pull", purpose="pull"):
+        pass
+
+
+def test_a_waiting_lock_gets_it_once_the_holder_releases(store: StateStore) -> None:
+    import threading
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with store.lock("pull", purpose="first"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    with store.lock("pull", purpose="second", wait_seconds=30):
+        pass
+    thread.join()

@@ -500,3 +500,23 @@ def test_reports_who_manage_counts_leaders_of_teams(detail_features: pd.DataFram
     assert detail_features["reports_who_manage"].to_dict() == {DIRECTOR: 1, LEAD: 0, AGENT: 0}
     assert detail_features.loc[LEAD, "direct_reports"] == 1
     assert tiny_features.loc[MANAGER, "reports_who_manage"] == 0  # leads reps, not managers
+
+
+def test_each_object_is_scanned_once_for_all_partitions(small_org: Staging) -> None:
+    scans: dict[str, int] = {}
+
+    class CountingStaging:
+        root = small_org.root
+
+        def read_arrow(self, sobject: str, columns: list[str] | None = None) -> pa.Table:
+            scans[sobject] = scans.get(sobject, 0) + 1
+            return small_org.read_arrow(sobject, columns)
+
+        def buckets(self, sobject: str, columns: list[str] | None = None, **options: object):
+            scans[sobject] = scans.get(sobject, 0) + 1
+            return small_org.buckets(sobject, columns, **options)
+
+    compute_features_partitioned(CountingStaging(), Window(as_of=AS_OF, days=90), 7)
+
+    assert {"Task", "Case", "LoginHistory", "User"} <= set(scans)
+    assert set(scans.values()) == {1}, scans

@@ -31,14 +31,14 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False) -> A
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     settings = load_settings()
     org = settings.salesforce()  # no org configured: stop here, before anything is touched
-    state = StateStore.from_config(settings.state())
-    state.ensure_schema()
-    with state.recorded_run("nightly_sync", {"as_of": as_of.isoformat(), "full_refresh": full_refresh}) as run:
-        get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
-        report = steps.pull_changes(org, settings.state(), settings.staging(), settings.pull(), run.id, full_refresh)
-        run.api_calls = report.api_calls
-        features_file = steps.features(settings.personas(), settings.staging(), as_of)
-        summary = steps.assignments(settings.personas(), settings.state(), features_file, run.id, as_of)
-        run.counts.update(run_counts(report, summary))
+    with StateStore.from_config(settings.state()) as state:
+        state.ensure_schema()
+        with state.recorded_run("nightly_sync", {"as_of": as_of.isoformat(), "full_refresh": full_refresh}) as run:
+            get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
+            report = steps.pull_changes(org, settings.state(), settings.staging(), settings.pull(), run.id,
+                                        full_refresh)
+            features_file = steps.features(settings.personas(), settings.staging(), as_of)
+            summary = steps.assignments(settings.personas(), settings.state(), features_file, run.id, as_of)
+            run.counts.update(run_counts(report, summary))
     steps.run_summary(report, summary)
     return summary

@@ -15,7 +15,7 @@ from rich.table import Table
 from core.errors import PersonaSyncError
 from core.settings import Settings, load_settings
 from persona_sync.embedded_org import exported, org_for_command
-from sandbox.cli import sandbox_commands
+from sandbox.cli import CommandDefaults, sandbox_commands
 from sandbox.runner import SandboxError
 from sandbox.store import StoreError
 
@@ -26,8 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(sandbox_commands(data_dir=lambda: load_settings().sandbox_data_dir,
-                               port=lambda: load_settings().sandbox_port), name="sandbox")
+app.add_typer(sandbox_commands(lambda: _sandbox_defaults(load_settings())), name="sandbox")
 console = Console()
 # What the commands print instead of a traceback: our own errors, and the sandbox's when it cannot start.
 _EXPECTED_ERRORS = (PersonaSyncError, SandboxError, StoreError)
@@ -51,14 +50,15 @@ def _configure_logging(level: int) -> None:
 
 @app.command()
 def demo() -> None:
-    """Start the local sandbox org and query it through simple-salesforce over HTTPS (REST and Bulk 2.0)."""
-    from connectors.salesforce import connect
+    """Query the org (with none configured, the local sandbox org) through simple-salesforce over HTTPS:
+    REST, relationship fields, Bulk API 2.0 and the org's limits."""
+    from connectors.salesforce import SalesforceClient
 
     started = time.monotonic()
     try:
         with _org(load_settings()) as resolved:
             console.print(f"Org: {resolved.salesforce_login_url}  (ready in {time.monotonic() - started:.1f} s)")
-            _show_org(connect(resolved.salesforce()))
+            _show_org(SalesforceClient(resolved.salesforce()), resolved.home)
     except _EXPECTED_ERRORS as error:
         _fail(error)
 
@@ -70,35 +70,29 @@ def query(
     limit: Annotated[int, typer.Option(help="Print at most this many rows.")] = 20,
 ) -> None:
     """Run a SOQL query against the configured org and print the rows."""
-    from connectors.salesforce import connect
+    from connectors.salesforce import SalesforceClient
     from connectors.salesforce.soql import sobject_of
 
     try:
-        sobject = sobject_of(soql) if bulk else ""
+        sobject = sobject_of(soql)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="SOQL") from error
     try:
         with _org(load_settings()) as resolved:
-            sf = connect(resolved.salesforce())
-            if bulk:
-                import csv
-                import io
-
-                rows: list[dict] = []
-                for page in getattr(sf.bulk2, sobject).query(soql, wait=0.2):
-                    rows.extend(csv.DictReader(io.StringIO(page)))
-                records = rows
-            else:
-                records = [{key: value for key, value in record.items() if key != "attributes"}
-                           for record in sf.query_all(soql)["records"]]
+            client = SalesforceClient(resolved.salesforce())
+            records = (_bulk_records(client, soql, sobject, resolved.home) if bulk
+                       else [record for page in client.rest_pages(soql, sobject=sobject) for record in page])
     except _EXPECTED_ERRORS as error:
         _fail(error)
-    except Exception as error:  # simple-salesforce's own errors carry Salesforce's message: show it
-        if type(error).__module__.startswith("simple_salesforce"):
-            console.print(f"[red]Salesforce refused the query:[/red] {error}")
-            raise typer.Exit(2) from error
-        raise
     _print_records(records[:limit], title=f"{len(records):,} rows")
+
+
+def _bulk_records(client, soql: str, sobject: str, home: Path) -> list[dict]:
+    """A Bulk API 2.0 query's rows as dicts (each page downloaded under <home>, parsed, and removed)."""
+    from connectors.salesforce.pages import csv_page_to_text_table
+
+    return [row for page in client.bulk_pages(soql, sobject=sobject, download_dir=home / "downloads")
+            for row in csv_page_to_text_table(page.path).to_pylist()]
 
 
 @app.command()
@@ -281,6 +275,12 @@ def _state(settings: Settings):
     return state
 
 
+def _sandbox_defaults(settings: Settings) -> CommandDefaults:
+    """`persona-sync sandbox ...` follows the same settings as the sandbox the command starts by itself."""
+    return CommandDefaults(data_dir=settings.sandbox_data_dir, port=settings.sandbox_port,
+                           preset=settings.sandbox_preset, seed=settings.sandbox_seed)
+
+
 def _org(settings: Settings):
     """The configured org, or the local synthetic sandbox (announced on the first line) when there is none."""
     def announce(message: str) -> None:
@@ -338,24 +338,28 @@ def _prefect_api_configured() -> bool:
     return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
 
 
-def _show_org(sf) -> None:
-    organization = sf.query("SELECT Name, OrganizationType, IsSandbox FROM Organization")["records"][0]
+def _show_org(client, home: Path) -> None:
+    """The demo's tour: the org, counts, five users with relationship fields, a Bulk download, the limits."""
+    def rest(soql: str, sobject: str) -> list[dict]:
+        return [record for page in client.rest_pages(soql, sobject=sobject) for record in page]
+
+    organization = rest("SELECT Name, OrganizationType, IsSandbox FROM Organization", "Organization")[0]
     console.print(f"Organization: {organization['Name']} ({organization['OrganizationType']})")
-    users = sf.query("SELECT COUNT() FROM User WHERE IsActive = true")["totalSize"]
-    tasks = sf.query("SELECT COUNT() FROM Task")["totalSize"]
-    recent = sf.query("SELECT COUNT() FROM Task WHERE CreatedDate = LAST_N_DAYS:30")["totalSize"]
+    users = client.count("SELECT COUNT() FROM User WHERE IsActive = true", sobject="User")
+    tasks = client.count("SELECT COUNT() FROM Task", sobject="Task")
+    recent = client.count("SELECT COUNT() FROM Task WHERE CreatedDate = LAST_N_DAYS:30", sobject="Task")
     console.print(f"Active users: {users:,}   Tasks: {tasks:,} ({recent:,} in the last 30 days)")
-    sample = sf.query("SELECT Id, Name, Title, Department, Profile.Name, Manager.Name FROM User "
-                      "WHERE IsActive = true ORDER BY Name LIMIT 5")["records"]
+    sample = rest("SELECT Id, Name, Title, Department, Profile.Name, Manager.Name FROM User "
+                  "WHERE IsActive = true ORDER BY Name LIMIT 5", "User")
     _print_records([{"Id": r["Id"], "Name": r["Name"], "Title": r["Title"], "Department": r["Department"],
                      "Profile": (r["Profile"] or {}).get("Name"), "Manager": (r["Manager"] or {}).get("Name")}
                     for r in sample], title="Five users (REST query, relationship fields)")
     started = time.monotonic()
-    rows = sum(page.count("\n") - 1 for page in sf.bulk2.Task.query(
-        "SELECT Id, OwnerId, TaskSubtype, CreatedDate FROM Task", max_records=50000, wait=0.2))
+    rows = sum(page.rows for page in client.bulk_pages("SELECT Id, OwnerId, TaskSubtype, CreatedDate FROM Task",
+                                                        sobject="Task", download_dir=home / "downloads"))
     console.print(f"Bulk API 2.0: {rows:,} Task rows in {time.monotonic() - started:.2f} s")
-    limits = sf.limits()["DailyApiRequests"]
-    console.print(f"API requests left today: {limits['Remaining']:,} of {limits['Max']:,}  (usage {sf.api_usage})")
+    limits = client.limits()["DailyApiRequests"]
+    console.print(f"API requests left today: {limits['Remaining']:,} of {limits['Max']:,}  (usage {client.api_usage})")
 
 
 def _print_records(records: list[dict], title: str) -> None:

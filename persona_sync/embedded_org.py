@@ -2,9 +2,9 @@
 
 With no org configured (neither PERSONA_SYNC_SALESFORCE_LOGIN_URL nor an instance URL), the command
 starts the local sandbox for its own duration (or uses one already serving the data directory, from
-`persona-sync sandbox start`) and points persona-sync at it. This module is the one place where the
-product meets the sandbox: connectors, tasks, flows and deployments never import it, and a flow run
-with no org configured fails instead (core/settings.py).
+`persona-sync sandbox start`) and points persona-sync at it. This module is the one place where
+persona-sync is pointed at the sandbox: connectors, tasks, flows and deployments never import it (nor
+the sandbox), and a flow run with no org configured fails instead (core/settings.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import requests
 from pydantic import SecretStr
 
 from core.settings import Settings
-from sandbox.runner import RunningSandbox, SandboxConfig, start_sandbox
+from sandbox.runner import RunningSandbox, SandboxConfig, SandboxError, start_sandbox
 from sandbox.server.context import Credentials
 
 
@@ -37,17 +37,27 @@ def org_for_command(settings: Settings, announce: Callable[[str], None] = print)
     url = running_sandbox_url(directory)
     sandbox = None
     if url is None:
-        sandbox = start_sandbox(SandboxConfig(data_dir=directory, preset=settings.sandbox_preset,
-                                              seed=settings.sandbox_seed, port=settings.sandbox_port))
+        sandbox = _start(settings)
         url = sandbox.url
-    announce(f"Using the local synthetic sandbox org at {url} ({settings.sandbox_preset} preset, seed "
-             f"{settings.sandbox_seed}): no PERSONA_SYNC_SALESFORCE_LOGIN_URL is set. Its users and activity are "
-             "generated, not a real org's.")
+        which = f"{settings.sandbox_preset} preset, seed {settings.sandbox_seed}"
+    else:
+        which = f"already running on {directory}"
+    announce(f"Using the local synthetic sandbox org at {url} ({which}): no PERSONA_SYNC_SALESFORCE_LOGIN_URL is "
+             "set. Its users and activity are generated, not a real org's.")
     try:
         yield settings.updated(**sandbox_org(url, directory))
     finally:
         if sandbox is not None:
             sandbox.stop()
+
+
+def _start(settings: Settings) -> RunningSandbox:
+    try:
+        return start_sandbox(SandboxConfig(data_dir=settings.sandbox_data_dir, preset=settings.sandbox_preset,
+                                           seed=settings.sandbox_seed, port=settings.sandbox_port))
+    except SandboxError as error:
+        raise SandboxError(f"{error} (the command starts the local sandbox on PERSONA_SYNC_SANDBOX_PORT, "
+                           f"{settings.sandbox_port}; 0 picks any free port)") from error
 
 
 def sandbox_org(url: str, data_dir: Path, credentials: Credentials = Credentials()) -> dict[str, object]:

@@ -1,9 +1,8 @@
 """`persona-sync sandbox ...`: run the local Salesforce-compatible sandbox.
 
 The sandbox is an application of its own: it imports nothing of persona-sync. The command that hosts
-these sub-commands says where the data directory and the port are by default
-(`sandbox_commands(data_dir=..., port=...)`), so `persona-sync sandbox start` follows PERSONA_SYNC_HOME
-and PERSONA_SYNC_SANDBOX_PORT.
+these sub-commands gives their defaults (`sandbox_commands(defaults)`: data directory, port, preset and
+seed), so `persona-sync sandbox start` follows PERSONA_SYNC_HOME and the PERSONA_SYNC_SANDBOX_* settings.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -23,9 +23,21 @@ from sandbox.export_loader import ExportError
 from sandbox.store import StoreError
 
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="The sandbox's data directory. [default: <PERSONA_SYNC_HOME>/sandbox]")]
-Preset = Annotated[str, typer.Option(help="Org size: small (~200 users), medium (~2,000), large (~20,000).")]
-Seed = Annotated[int, typer.Option(help="Seed of the generated org: same seed, same org.")]
+    "--data-dir", help="The sandbox's data directory. [default: PERSONA_SYNC_SANDBOX_DIR, <PERSONA_SYNC_HOME>/sandbox]")]
+Preset = Annotated[Optional[str], typer.Option(
+    help="Org size: small (~200 users), medium (~2,000), large (~20,000). [default: PERSONA_SYNC_SANDBOX_PRESET, small]")]
+Seed = Annotated[Optional[int], typer.Option(
+    help="Seed of the generated org: same seed, same org. [default: PERSONA_SYNC_SANDBOX_SEED, 7]")]
+
+
+@dataclass(frozen=True)
+class CommandDefaults:
+    """What the sandbox commands use for an option not given."""
+
+    data_dir: Path
+    port: int
+    preset: str
+    seed: int
 
 
 def _faults(specs: list[str]) -> FaultSettings:
@@ -46,17 +58,16 @@ def _faults(specs: list[str]) -> FaultSettings:
     return FaultSettings.from_json(values)
 
 
-def sandbox_commands(data_dir: Callable[[], Path], port: Callable[[], int]) -> typer.Typer:
-    """The `sandbox` sub-commands, with where their data directory and port are by default."""
-    default_data_dir, default_port = data_dir, port
+def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
+    """The `sandbox` sub-commands; `defaults` gives the options not given (read when a command runs)."""
     app = typer.Typer(help="Run the local Salesforce-compatible HTTPS sandbox and its synthetic org.",
                       no_args_is_help=True)
 
     @app.command()
     def start(
         data_dir: DataDir = None,
-        preset: Preset = "small",
-        seed: Seed = 7,
+        preset: Preset = None,
+        seed: Seed = None,
         as_of: Annotated[Optional[datetime], typer.Option(
             help="The org's 'today' (history ends here). [default: the current hour, UTC]")] = None,
         hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
@@ -76,17 +87,18 @@ def sandbox_commands(data_dir: Callable[[], Path], port: Callable[[], int]) -> t
         quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
     ) -> None:
         """Start the sandbox (HTTPS) and serve until Ctrl-C. Generates the org on first start."""
-        directory = data_dir or default_data_dir()
+        given = defaults()
+        directory = data_dir or given.data_dir
         if reset:
             for name in ("org.db", "org.db-wal", "org.db-shm", "results.db", "results.db-wal", "results.db-shm"):
                 (directory / name).unlink(missing_ok=True)
             shutil.rmtree(directory / "truth", ignore_errors=True)
             shutil.rmtree(directory / "bulk", ignore_errors=True)
         config = SandboxConfig(
-            data_dir=directory, preset=preset, seed=seed,
+            data_dir=directory, preset=preset or given.preset, seed=given.seed if seed is None else seed,
             as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
             hybrid_share=hybrid_share, noise=noise, from_export=from_export, host=host,
-            port=default_port() if port is None else port,
+            port=given.port if port is None else port,
             session_idle_seconds=session_idle_seconds, daily_api_limit=daily_api_limit, faults=_faults(fault))
         started = time.monotonic()
 
@@ -109,15 +121,17 @@ def sandbox_commands(data_dir: Callable[[], Path], port: Callable[[], int]) -> t
     @app.command()
     def generate(
         data_dir: DataDir = None,
-        preset: Preset = "small",
-        seed: Seed = 7,
+        preset: Preset = None,
+        seed: Seed = None,
         as_of: Annotated[Optional[datetime], typer.Option(help="The org's 'today'. [default: the current hour, UTC]")] = None,
         hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
         noise: Annotated[float, typer.Option(help="Spread of per-user rate noise.")] = 1.0,
     ) -> None:
         """Generate the synthetic org without serving it; prints rows per object."""
-        directory = data_dir or default_data_dir()
-        config = SandboxConfig(data_dir=directory, preset=preset, seed=seed,
+        given = defaults()
+        directory = data_dir or given.data_dir
+        config = SandboxConfig(data_dir=directory, preset=preset or given.preset,
+                               seed=given.seed if seed is None else seed,
                                as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
                                hybrid_share=hybrid_share, noise=noise)
         started = time.monotonic()

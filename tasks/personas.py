@@ -64,12 +64,12 @@ def assign_and_store(config: PersonasConfig, state_config: StateConfig, features
     """Assigns every user a persona (stable against their current one) and stores it under `run_id`."""
     catalog = catalog_for(config)
     features = pd.read_parquet(features_file)
-    state = StateStore.from_config(state_config)
-    state.ensure_schema()
-    current = state.latest_assignments(before=as_of)
-    assignments = assign(features, catalog, current=current["persona"] if len(current) else None,
-                         stability_margin=config.stability_margin)
-    state.save_assignments(run_id, as_of, catalog.version, assignments)
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        current = state.latest_assignments(before=as_of)
+        assignments = assign(features, catalog, current=current["persona"] if len(current) else None,
+                             stability_margin=config.stability_margin)
+        state.save_assignments(run_id, as_of, catalog.version, assignments)
     distribution = assignments["persona"].value_counts().sort_index().to_dict()
     log.info("assign: %d users, catalog %s: %s", len(assignments), catalog.version, distribution)
     return AssignmentSummary(run_id, as_of, catalog.version, len(assignments),

@@ -30,12 +30,14 @@ org, or in tests. It writes no SOQL and knows no HTTP: connectors/salesforce/ext
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from uuid import uuid4
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,8 +46,8 @@ from connectors.salesforce import extract
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.extract import Page, RawPage
 from connectors.salesforce.streams import Stream
-from connectors.staging import Prune, Staging
-from connectors.state import LedgerEntry, PullStats, QuarantinedRecord, StateStore, Watermark
+from connectors.staging import BUCKETS, Prune, Staging
+from connectors.state import PullStats, QuarantinedRecord, StateStore, Watermark
 from core.configs import PullConfig, SalesforceConfig, StagingConfig, StateConfig, Transfer
 from core.errors import PersonaSyncError
 from tasks.screening import Rejected, screen
@@ -124,7 +126,6 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     Raises PullError naming every stream that failed, after the others have finished.
     """
     started = time.monotonic()
-    calls_before = client.api_calls
     now = now or datetime.now(timezone.utc)
     report = PullReport(run_id)
     failures: list[tuple[str, BaseException]] = []
@@ -134,12 +135,13 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     processing = threading.Lock()
 
     def run(stream: Stream, known_users: pa.Array | None) -> None:
+        one = _StreamPull(client, staging, state, stream, known_users, run_id=run_id, now=now, config=config,
+                          full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows, processing=processing)
         try:
-            report.streams.append(_StreamPull(client, staging, state, stream, known_users, run_id=run_id, now=now,
-                                              config=config, full_refresh=full_refresh, reconcile=reconcile,
-                                              on_rows=on_rows, processing=processing).run())
+            report.streams.append(one.run())
         except PersonaSyncError as error:
             failures.append((stream.sobject, error))
+            one.record_failed()
 
     for stream in (stream for stream in streams if stream.user_field is None):
         run(stream, None)
@@ -152,7 +154,7 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
         activity = []
     with ThreadPoolExecutor(max_workers=max(config.workers, 1), thread_name_prefix="pull") as pool:
         list(pool.map(lambda stream: run(stream, known_users), activity))
-    report.api_calls = client.api_calls - calls_before
+    report.api_calls = client.api_calls  # every call of this run's client: its identity and reserve check too
     report.seconds = time.monotonic() - started
     if failures:
         details = "; ".join(f"{sobject}: {error}" for sobject, error in failures)
@@ -184,10 +186,11 @@ class _StreamPull:
         self.already_staged: pa.Table | None = None
         self.already_held: pa.Table | None = None
         self.previously_quarantined: set[str] = set()
+        self.result: StreamResult | None = None
 
     def run(self) -> StreamResult:
-        started = time.monotonic()
-        calls_before = self.client.api_calls_of(self.name)
+        self.started = time.monotonic()
+        self.calls_before = self.client.api_calls_of(self.name)
         self.schema = extract.stream_schema(self.client, self.stream)
         refreshing = self.full_refresh or self._needs_full_pull()
         watermark = None if refreshing else self.stored
@@ -213,7 +216,7 @@ class _StreamPull:
                                        bulk_page_rows=self.config.bulk_page_rows,
                                        rest_part_rows=self.config.rest_part_rows, download_dir=self.downloads)
             for page in pages:
-                self._stage(page)
+                self._stage(page, moves_watermark=True)
                 del page  # gone before the next page is read: one page of each stream in memory, not two
                 if self.on_rows is not None:
                     self.on_rows(self.name, self.result.rows, expected)
@@ -237,20 +240,33 @@ class _StreamPull:
                                  deletions_value=deletions_value, reconciled_at=reconciled_at)
         self.result.held = self.held.row_count(self.name)
         self.result.watermark_to = new_value
-        self.result.api_calls = self.client.api_calls_of(self.name) - calls_before
-        self.result.seconds = time.monotonic() - started
         self._record()
         return self.result
+
+    def record_failed(self) -> None:
+        """Records what a stream that failed did before it failed: its API calls above all (its watermark
+        stays where it was, so what it staged is read again next time)."""
+        if self.result is not None:
+            self._record()
 
     # --- the steps -----------------------------------------------------------------------------------
 
     def _needs_full_pull(self) -> bool:
-        """Whether rows staged earlier lack a field the stream now selects (a field added to the stream
-        since): an incremental pull would leave those rows without it for good, so the stream is pulled
-        again from its history start, as a full refresh that swaps in atomically."""
+        """Whether what is staged cannot be built on, so the stream is pulled again from its history start,
+        as a full refresh that swaps in atomically:
+
+        - rows are staged but there is no watermark (the state database was lost or replaced): what changed
+          or was deleted since they were staged is unknown;
+        - rows staged earlier lack a field the stream now selects (a field added since): an incremental
+          pull would leave those rows without it for good.
+        """
         staged = self.staging.columns_in_every_file(self.name)
         if staged is None:
             return False
+        if self.stored is None:
+            log.warning("pull %s: rows are staged but the state database has no watermark for them; pulling the "
+                        "stream again in full", self.name)
+            return True
         missing = [column for column in self.schema.names if column not in staged]
         if missing:
             log.warning("pull %s: the staged rows lack %s (added to the stream since they were pulled); pulling "
@@ -268,13 +284,17 @@ class _StreamPull:
 
     def _release_held(self) -> None:
         """Stages the held rows whose user is staged now, read again by Id (so they come with every field
-        the stream selects, and as the org has them now)."""
+        the stream selects, and as the org has them now). Rows whose user never came within the history
+        window go to the quarantine, with why: waiting longer would only keep them from being seen."""
         if self.known_users is None or self.stream.user_field is None:
             return
         held = self.held.read_arrow(self.name, ["Id", self.stream.user_field, self.cursor])
         if held.num_rows == 0:
             return
-        ready = held.filter(pc.is_in(held.column(self.stream.user_field), value_set=self.known_users))
+        user_known = pc.is_in(held.column(self.stream.user_field), value_set=self.known_users)
+        cutoff = pa.scalar(self.now - timedelta(days=self.config.history_days), _TIMESTAMP)
+        self._give_up_on(held.filter(pc.and_(pc.invert(user_known), pc.less(held.column(self.cursor), cutoff))))
+        ready = held.filter(user_known)
         if ready.num_rows == 0:
             return
         log.info("pull %s: %d held rows have their user now; reading them again", self.name, ready.num_rows)
@@ -286,14 +306,29 @@ class _StreamPull:
         # gone from the org. Either way these versions leave the held area.
         self.held.write_tombstones(self.name, ready.column("Id").to_pylist(), ready.column(self.cursor).to_pylist())
 
-    def _stage(self, raw: RawPage) -> None:
-        """Parses one page, screens it and writes each part where it belongs; moves the cursor seen.
-        One page at a time across the objects pulled at once (see `pull`)."""
+    def _give_up_on(self, stale: pa.Table) -> None:
+        """Moves held rows older than the history window to the quarantine."""
+        if stale.num_rows == 0:
+            return
+        user_field = self.stream.user_field
+        self.result.quarantined += self._quarantine([
+            Rejected(row["Id"], f"its user ({user_field} {row[user_field]}) was never staged within the "
+                                f"{self.config.history_days}-day history window", row)
+            for row in stale.to_pylist()])
+        self.held.write_tombstones(self.name, stale.column("Id").to_pylist(), stale.column(self.cursor).to_pylist())
+
+    def _stage(self, raw: RawPage, *, moves_watermark: bool = False) -> None:
+        """Parses one page, screens it and writes each part where it belongs. One page at a time across the
+        objects pulled at once (see `pull`).
+
+        Only the pages of the incremental query itself move the watermark: it promises that every change up
+        to it was read. Rows read by Id (held rows released, rows a reconciliation found missing) may be
+        newer than changes that query has not seen yet; moving the watermark to them would skip those."""
         with self.processing:
-            self._screen_and_write(raw.parse())
+            self._screen_and_write(raw.parse(), moves_watermark)
             _return_freed_memory()
 
-    def _screen_and_write(self, page: Page) -> None:
+    def _screen_and_write(self, page: Page, moves_watermark: bool) -> None:
         screened = screen(page, self.stream, self.known_users)
         clean = screened.clean
         held = screened.held.select(["Id", self.stream.user_field, self.cursor]) if screened.held.num_rows else None
@@ -309,7 +344,7 @@ class _StreamPull:
             self._release_quarantined(clean)
         if held is not None and held.num_rows:
             self.held.write_part(self.name, held, version=self.cursor)
-        for table in (clean, held):
+        for table in (clean, held) if moves_watermark else ():
             if table is not None and table.num_rows:
                 self.max_cursor = _later(self.max_cursor, pc.max(table.column(self.cursor)).as_py())
         self.result.rows += clean.num_rows
@@ -341,36 +376,33 @@ class _StreamPull:
 
     def _reconcile(self, history_start: datetime) -> None:
         """Compares the org's Ids with staging's (within the history window): removes what the org no longer
-        has, reads by Id what staging lacks. An Id-only read: cheap next to reading the rows."""
+        has, reads by Id what staging lacks. An Id-only read, cheap next to reading the rows. The org's Ids
+        are staged aside, so the two sides are compared one Id bucket at a time."""
         bound = None if self.stream.full_history else history_start
         asked_at = datetime.now(timezone.utc)
         expected = extract.count(self.client, self.stream, since=bound)
         transfer: Transfer = "bulk" if expected >= self.config.bulk_threshold else "rest"
-        pages = list(extract.ids(self.client, self.stream, since=bound, transfer=transfer,
-                                 bulk_page_rows=self.config.bulk_page_rows, download_dir=self.downloads))
-        org_ids = pa.chunked_array(pages, pa.string()).combine_chunks() if pages else pa.array([], pa.string())
-        in_window = None if bound is None else _at_or_after(self.cursor, bound)
-        purged: list[pa.Array] = []
-        staged: list[pa.Array] = []
-        for bucket in self.staging.buckets(self.name, ["Id", self.cursor], where=in_window):
-            present = pc.is_in(bucket.column("Id"), value_set=org_ids)
-            purged.append(bucket.column("Id").filter(pc.invert(present)).combine_chunks())
-            staged.append(bucket.column("Id").filter(present).combine_chunks())
-        gone = pa.concat_arrays(purged).to_pylist() if purged else []
+        org = Staging(self.downloads / f"reconcile-{self.name}-{uuid4().hex}")
+        try:
+            for ids in extract.ids(self.client, self.stream, since=bound, transfer=transfer,
+                                   bulk_page_rows=self.config.bulk_page_rows, download_dir=self.downloads):
+                org.write_part(self.name, pa.table({"Id": ids}))
+            gone, missing = _compare_ids(self.staging, org, self.name, self.cursor, bound)
+        finally:
+            shutil.rmtree(org.root, ignore_errors=True)
         if gone:
             log.warning("pull %s: %d staged rows are gone from the org (purged from the recycle bin); removing "
                         "them", self.name, len(gone))
             self.staging.write_tombstones(self.name, gone, [asked_at] * len(gone))
             self.result.purged = len(gone)
         # Rows the org has that staging lacks, unless they are held or quarantined (known, and waiting).
-        accounted = pa.concat_arrays([*staged, pa.array(sorted(self.previously_quarantined), pa.string()),
-                                      self.held.read_arrow(self.name, ["Id"]).column("Id").combine_chunks()])
-        missing = org_ids.filter(pc.invert(pc.is_in(org_ids, value_set=accounted)))
-        if len(missing):
+        waiting = set(self.held.read_arrow(self.name, ["Id"]).column("Id").to_pylist()) | self.previously_quarantined
+        missing = [record_id for record_id in missing if record_id not in waiting]
+        if missing:
             log.warning("pull %s: %d rows of the org were missing from staging; reading them by Id",
                         self.name, len(missing))
             before = self.result.rows
-            for page in extract.read_by_id(self.client, self.stream, self.schema, missing.to_pylist()):
+            for page in extract.read_by_id(self.client, self.stream, self.schema, missing):
                 self._stage(page)
             self.result.recovered = self.result.rows - before
 
@@ -409,6 +441,8 @@ class _StreamPull:
 
     def _record(self) -> None:
         result = self.result
+        result.api_calls = self.client.api_calls_of(self.name) - self.calls_before
+        result.seconds = time.monotonic() - self.started
         self.state.record_pull(PullStats(
             run_id=self.run_id, sobject=self.name, mode=result.mode, rows=result.rows, deleted=result.deleted,
             quarantined=result.quarantined, held=result.held, purged=result.purged, api_calls=result.api_calls,
@@ -423,6 +457,21 @@ def _return_freed_memory() -> None:
     freed memory per thread, to reuse it; with several objects pulled at once that kept memory adds up
     with every page, so the pull's peak would grow with the org. (Costs microseconds.)"""
     pa.default_memory_pool().release_unused()
+
+
+def _compare_ids(staging: Staging, org: Staging, sobject: str, cursor: str,
+                 since: datetime | None) -> tuple[list[str], list[str]]:
+    """(Ids staged with the cursor at or after `since` but not in the org, Ids in the org but not staged),
+    compared a bucket at a time: the same bucket count on both sides puts each Id in the same bucket."""
+    gone: list[str] = []
+    missing: list[str] = []
+    in_window = None if since is None else _at_or_after(cursor, since)
+    pairs = zip(staging.buckets(sobject, ["Id", cursor], where=in_window, bucket_count=BUCKETS),
+                org.buckets(sobject, ["Id"], bucket_count=BUCKETS))
+    for staged, present in pairs:
+        gone += staged["Id"].filter(pc.invert(pc.is_in(staged["Id"], value_set=present["Id"]))).to_pylist()
+        missing += present["Id"].filter(pc.invert(pc.is_in(present["Id"], value_set=staged["Id"]))).to_pylist()
+    return gone, missing
 
 
 def _versions_since(area: Staging, stream: Stream, since: datetime) -> pa.Table:
@@ -469,33 +518,33 @@ def run_pull(org: SalesforceConfig, state_config: StateConfig, staging_config: S
     API reserve, and pulls. With `run_id` the pull is part of a larger run (a flow) that records its own
     outcome; without it, the pull is a run of its own in the ledger.
     """
-    state = StateStore.from_config(state_config)
-    state.ensure_schema()
-    if run_id is not None:
-        return _locked_pull(org, state, staging_config, config, streams, run_id=run_id, full_refresh=full_refresh,
-                            reconcile=reconcile, on_rows=on_rows)
-    parameters = {"streams": [stream.sobject for stream in streams], "mode": config.mode,
-                  "full_refresh": full_refresh, "reconcile": reconcile}
-    with state.recorded_run("pull", parameters) as run:
-        report = _locked_pull(org, state, staging_config, config, streams, run_id=run.id, full_refresh=full_refresh,
-                              reconcile=reconcile, on_rows=on_rows, ledger=run)
-        run.counts.update(report.counts())
-    return report
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        if run_id is not None:
+            return _locked_pull(org, state, staging_config, config, streams, run_id=run_id,
+                                full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows)
+        parameters = {"streams": [stream.sobject for stream in streams], "mode": config.mode,
+                      "full_refresh": full_refresh, "reconcile": reconcile}
+        with state.recorded_run("pull", parameters) as run:
+            report = _locked_pull(org, state, staging_config, config, streams, run_id=run.id,
+                                  full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows)
+            run.counts.update(report.counts())
+        return report
 
 
 def _locked_pull(org: SalesforceConfig, state: StateStore, staging_config: StagingConfig, config: PullConfig,
                  streams: list[Stream], *, run_id: str, full_refresh: bool, reconcile: bool,
-                 on_rows: RowsCallback | None, ledger: LedgerEntry | None = None) -> PullReport:
+                 on_rows: RowsCallback | None) -> PullReport:
     client: SalesforceClient | None = None
     try:
         with state.lock("pull", purpose="pull the org into staging", wait_seconds=config.lock_wait_seconds):
             client = SalesforceClient(org)
+            staging = Staging.from_config(staging_config)
             state.bind_org(client.org_id, client.instance_url)
+            staging.claim(client.org_id)
             client.check_api_reserve(config.api_reserve)
-            report = pull(client, Staging.from_config(staging_config), state, streams, run_id=run_id, config=config,
-                          full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows)
-            report.api_calls = client.api_calls  # the login's identity and the reserve check count too
-            return report
+            return pull(client, staging, state, streams, run_id=run_id, config=config,
+                        full_refresh=full_refresh, reconcile=reconcile, on_rows=on_rows)
     finally:
-        if ledger is not None:
-            ledger.api_calls = client.api_calls if client is not None else 0
+        if client is not None:
+            state.add_api_calls(run_id, client.api_calls)  # in the ledger even when the pull failed

@@ -10,6 +10,7 @@ one, so the caller can set those rows aside with their raw text rather than stag
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -46,21 +47,29 @@ def arrow_schema(stream: Stream, field_types: Mapping[str, str]) -> pa.Schema:
                       if name in field_types])
 
 
-def csv_page_to_text_table(csv: Path | str, columns: Sequence[str]) -> pa.Table:
+def csv_page_to_text_table(page: Path | str, columns: Sequence[str] | None = None) -> pa.Table:
     """A Bulk API 2.0 CSV page (a file, or its text) as an all-text table (empty cells are null, as
-    Salesforce means them). A file is parsed straight from disk, never held as text."""
-    if (csv.stat().st_size == 0) if isinstance(csv, Path) else not csv.strip():
-        return pa.table({name: pa.array([], pa.string()) for name in columns})
-    options = pa_csv.ConvertOptions(column_types={name: pa.string() for name in columns},
+    Salesforce means them), with `columns` (default: the page's own). A file is parsed straight from
+    disk, never held as text."""
+    if (page.stat().st_size == 0) if isinstance(page, Path) else not page.strip():
+        return pa.table({name: pa.array([], pa.string()) for name in columns or []})
+    names = list(columns) if columns is not None else _header(page)
+    options = pa_csv.ConvertOptions(column_types={name: pa.string() for name in names},
                                     strings_can_be_null=True, quoted_strings_can_be_null=True,
-                                    include_columns=list(columns))
+                                    include_columns=names)
     # Text fields may hold line breaks inside their quotes; Arrow must not split rows there.
     parsing = pa_csv.ParseOptions(newlines_in_values=True)
     # One thread: the pull already reads several objects at once, and Arrow's own threads on top of that
     # only add contention (and memory each thread's allocator keeps).
     reading = pa_csv.ReadOptions(use_threads=False)
-    with pa.OSFile(str(csv)) if isinstance(csv, Path) else io.BytesIO(csv.encode("utf-8")) as source:
+    with pa.OSFile(str(page)) if isinstance(page, Path) else io.BytesIO(page.encode("utf-8")) as source:
         return pa_csv.read_csv(source, read_options=reading, parse_options=parsing, convert_options=options)
+
+
+def _header(page: Path | str) -> list[str]:
+    """The column names of a CSV page (its first record)."""
+    with page.open(newline="", encoding="utf-8") if isinstance(page, Path) else io.StringIO(page) as lines:
+        return next(csv.reader(lines))
 
 
 def rest_records_to_text_table(records: Iterable[Mapping[str, object]], columns: Sequence[str]) -> pa.Table:

@@ -2,9 +2,9 @@
 
 Each stream names an sObject, the fields persona features need (and no others: every extra column
 costs download time on a large org), the activity it feeds, its cursor field for incremental pulls,
-and the user reference that ties a row to a person (a row whose user is missing or unknown is
-quarantined, not staged). Types come from the org's own describe at pull time, so a real org and the
-sandbox are read the same way.
+and the user reference that ties a row to a person (tasks/screening.py says what happens to a row whose
+user is missing, not staged yet, or a queue). Types come from the org's own describe at pull time, so a
+real org and the sandbox are read the same way.
 
 Cursor fields: SystemModstamp where the object has it (it changes on every write, system ones
 included); objects without it are append-only logs and use their creation time (LoginHistory:

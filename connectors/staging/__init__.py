@@ -13,7 +13,8 @@ progress. Rules of the merge: `merge.py`; crash-safety of the files: `files.py`;
 """
 
 from connectors.staging.errors import StagingError
+from connectors.staging.layout import BUCKETS
 from connectors.staging.refresh import RefreshHandle
 from connectors.staging.store import Prune, Staging
 
-__all__ = ["Prune", "RefreshHandle", "Staging", "StagingError"]
+__all__ = ["BUCKETS", "Prune", "RefreshHandle", "Staging", "StagingError"]

@@ -9,7 +9,7 @@ org grows, without a database engine and without giving up Parquet's columnar re
 A file records in its Parquet key-value metadata how many buckets it holds (`buckets`: row group `k`
 holds bucket `k`, possibly empty) and which of its columns orders the versions of an Id (`version`,
 for example SystemModstamp; absent when the writer gave none). Small files are written as one bucket:
-reading them whole costs less than sixteen tiny row groups. A file with another bucket count than the
+reading them whole costs less than 32 tiny row groups. A file with another bucket count than the
 object's largest (a small file, or one written before this layout) is read whole once and split by
 the same hash, so files of every layout can be mixed.
 """

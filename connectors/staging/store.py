@@ -5,7 +5,7 @@ See the package docstring for why Parquet, `files.py` for the file layout and it
 files combine into an object's current state.
 
 Memory: every whole-object operation (reading, compaction, a full refresh's commit, looking up Ids)
-runs one bucket at a time, so it holds about 1/16 of an object at once, never all of it.
+runs one bucket at a time, so it holds about 1/32 of an object at once, never all of it.
 
 Concurrency: one writer per object at a time (the pull holds a lock for that); any number of
 readers, at any time, including during a compaction or a refresh commit.
@@ -35,6 +35,7 @@ from connectors.staging.refresh import RefreshHandle
 from core.configs import DEFAULT_COMPACT_AFTER, StagingConfig
 
 REFRESH_DIR = ".refresh"
+OWNER_FILE = ".owner"
 
 _SOBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # A reader that lists the files just before a compaction removes them retries with a fresh listing.
@@ -63,6 +64,19 @@ class Staging:
     def from_config(cls, config: StagingConfig) -> Staging:
         """The staging a `StagingConfig` names."""
         return cls(config.root, compact_after=config.compact_after)
+
+    def claim(self, owner: str) -> None:
+        """Records whose records this staging holds (an org id), or refuses (StagingError) when it holds
+        another's: rows of two orgs must never mix. The first claim writes `<root>/.owner`."""
+        marker = self.root / OWNER_FILE
+        if marker.exists():
+            holder = marker.read_text(encoding="utf-8").strip()
+            if holder != owner:
+                raise StagingError(f"the staging under {self.root} holds the records of {holder}, not of {owner}: "
+                                   "give each org its own staging (PERSONA_SYNC_HOME or PERSONA_SYNC_STAGING_DIR)")
+            return
+        make_directory(self.root)
+        write_durably(marker, lambda temporary: temporary.write_text(owner + "\n", encoding="utf-8"))
 
     # --- writing --------------------------------------------------------------------------------------
 
@@ -137,20 +151,24 @@ class Staging:
 
     # --- reading --------------------------------------------------------------------------------------
 
-    def buckets(self, sobject: str, columns: list[str] | None = None, *,
-                where: RowFilter | None = None) -> Iterator[pa.Table]:
+    def buckets(self, sobject: str, columns: list[str] | None = None, *, where: RowFilter | None = None,
+                bucket_count: int | None = None) -> Iterator[pa.Table]:
         """The object's current state, one hash bucket of Ids at a time (each bucket sorted by Id).
 
         Every Id is in exactly one bucket, so a caller that aggregates bucket by bucket gets what the whole
         object would give, holding one bucket at a time. `columns` as for `read_arrow`; `where` keeps the
         rows of each bucket it marks true (applied after the merge, so it sees each Id's current row, with
-        the asked columns).
+        the asked columns). With `bucket_count`, exactly that many buckets come, even for an object never
+        staged (empty ones): two objects read with the same count have each Id in the same bucket.
         """
         found = self._open_snapshot(sobject)
         if found is None:
+            for _ in range(bucket_count or 0):
+                yield empty_state(columns)
             return
         with found:
-            for state in found.merged(None if columns is None else list(dict.fromkeys([ID, *columns]))):
+            merging = None if columns is None else list(dict.fromkeys([ID, *columns]))
+            for state in found.merged(merging, bucket_count=bucket_count):
                 state = _shaped(state, columns)
                 yield state if where is None else state.filter(where(state))
 
@@ -286,17 +304,19 @@ class _OpenSnapshot:
         self._stack.callback(reader.close)
         return reader
 
-    def merged(self, columns: list[str] | None) -> Iterator[pa.Table]:
-        """Each bucket's current state: one row per live Id, sorted by Id (all columns when None)."""
+    def merged(self, columns: list[str] | None, *, bucket_count: int | None = None) -> Iterator[pa.Table]:
+        """Each bucket's current state: one row per live Id, sorted by Id (all columns when None), in the
+        files' own bucketing unless `bucket_count` asks for another."""
+        count = bucket_count or self.bucket_count
         wanted = columns
         if wanted is not None and self.version is not None and self.version not in wanted:
             wanted = [*wanted, self.version]  # the merge needs it; dropped again below
-        for bucket in range(self.bucket_count):
-            versions = [(seq, reader.read_bucket(bucket, self.bucket_count, wanted)) for seq, reader in self.rows]
+        for bucket in range(count):
+            versions = [(seq, reader.read_bucket(bucket, count, wanted)) for seq, reader in self.rows]
             if self.base_alone is not None:
                 state = versions[0][1]  # a base alone is already one row per Id, sorted by Id
             else:
-                tombstones = [(seq, reader.read_bucket(bucket, self.bucket_count, [ID, DELETED_AT]))
+                tombstones = [(seq, reader.read_bucket(bucket, count, [ID, DELETED_AT]))
                               for seq, reader in self.tombstones]
                 state = current_state(versions, tombstones, sobject=self.sobject, version=self.version)
             if columns is not None and wanted is not columns:
@@ -324,12 +344,13 @@ class _BucketSource:
             write_bucketed(pa.table({ID: pa.array([], pa.string())}), path, version=None)
             return
         with found:
-            total = sum(reader.num_rows for _, reader in found.rows)
-            buckets = found.bucket_count if buckets_for(total) > 1 else 1
+            # A base as large as this gets its buckets even if the files it merges had none (small nightly
+            # parts of an object that grew): memory stays a bucket's from then on.
+            buckets = buckets_for(sum(reader.num_rows for _, reader in found.rows))
             writer = BucketWriter(path, found.schema, buckets=buckets, version=found.version)
             try:
                 pending: list[pa.Table] = []
-                for state in found.merged(None):
+                for state in found.merged(None, bucket_count=buckets if buckets > 1 else None):
                     if self._prune is not None and self._prune.column in state.column_names:
                         state = state.filter(pc.invert(pc.fill_null(
                             pc.less(state[self._prune.column], pa.scalar(self._prune.before, TIMESTAMP)), False)))

@@ -26,9 +26,9 @@ from uuid import uuid4
 
 import pandas as pd
 from pydantic import SecretStr
-from sqlalchemy import Insert, delete, func, insert, select
+from sqlalchemy import Insert, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.state.errors import LockedError, OrgMismatchError, StateError
@@ -102,6 +102,7 @@ class StateStore:
         """Records the outcome of a run ('succeeded', 'failed', ...) and when it ended.
 
         Finishing a run twice overwrites the first outcome (a retried flow reports its final word).
+        `api_calls` None keeps what `add_api_calls` recorded.
         """
         if not status or status == RUNNING:
             raise StateError(f"finish_run({run_id!r}) needs a final status such as 'succeeded' or 'failed', "
@@ -116,8 +117,15 @@ class StateStore:
             row.status = status
             row.finished_at = _now()
             row.counts = counts
-            row.api_calls = api_calls
+            row.api_calls = row.api_calls if api_calls is None else api_calls
             row.error = error
+
+    def add_api_calls(self, run_id: str, calls: int) -> None:
+        """Adds API calls a stage of run `run_id` spent, as it ends (failed or not): what a run spent on the
+        org's daily allowance is in the ledger even when the run failed halfway."""
+        with self._transaction(f"record the API calls of run {run_id}") as session:
+            session.execute(update(RunRow).where(RunRow.id == run_id)
+                            .values(api_calls=func.coalesce(RunRow.api_calls, 0) + calls))
 
     @contextmanager
     def recorded_run(self, flow: str, parameters: dict[str, Any]) -> Iterator[LedgerEntry]:
@@ -378,29 +386,48 @@ class StateStore:
                 session.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == owner))
 
     def _try_lock(self, name: str, owner: str, purpose: str) -> bool:
+        """Takes the lock if it is free or its holder is gone. A takeover deletes exactly the dead holder's
+        row (compare-and-swap on its owner), so of two processes taking over the same dead lock one wins."""
         now = _now()
         try:
             with self._transaction(f"take the lock {name}") as session:
-                held = session.get(LockRow, name)
-                if held is not None and not _abandoned(held, now):
-                    return False
+                held = session.execute(select(LockRow.owner, LockRow.host, LockRow.pid, LockRow.purpose,
+                                              LockRow.heartbeat_at).where(LockRow.name == name)).first()
                 if held is not None:
-                    log.warning("taking over the lock %r from %s (pid %d on %s) that stopped without releasing "
+                    if not _abandoned(held.host, held.pid, held.heartbeat_at, now):
+                        return False
+                    taken = session.execute(delete(LockRow).where(LockRow.name == name, LockRow.owner == held.owner))
+                    if taken.rowcount != 1:
+                        return False  # another process took it over first
+                    log.warning("taking over the lock %r from %s (pid %d on %s), which stopped without releasing "
                                 "it", name, held.purpose, held.pid, held.host)
-                    session.delete(held)
-                    session.flush()
-                session.add(LockRow(name=name, owner=owner, host=socket.gethostname(), pid=os.getpid(),
-                                    purpose=purpose, acquired_at=now, heartbeat_at=now))
+                session.execute(insert(LockRow).values(name=name, owner=owner, host=socket.gethostname(),
+                                                       pid=os.getpid(), purpose=purpose, acquired_at=now,
+                                                       heartbeat_at=now))
         except StateError:  # another process inserted the row first
             return False
+        except OperationalError as error:
+            if "locked" not in str(error.orig):
+                raise
+            return False  # SQLite: another process wrote the lock row while this one was deciding
         return True
 
     def _beat(self, name: str, owner: str, stop: threading.Event) -> None:
+        """Refreshes the lock's heartbeat while it is held. A failed refresh is logged and tried again at the
+        next beat (the lock is only taken over after 10 minutes without one)."""
         while not stop.wait(_HEARTBEAT_SECONDS):
-            with self._transaction(f"refresh the lock {name}") as session:
-                held = session.get(LockRow, name)
-                if held is not None and held.owner == owner:
-                    held.heartbeat_at = _now()
+            try:
+                with self._transaction(f"refresh the lock {name}") as session:
+                    beaten = session.execute(update(LockRow).where(LockRow.name == name, LockRow.owner == owner)
+                                             .values(heartbeat_at=_now()))
+            except (StateError, SQLAlchemyError) as error:
+                log.warning("could not refresh the heartbeat of the lock %r (%s); trying again in %.0f s", name,
+                            error, _HEARTBEAT_SECONDS)
+                continue
+            if beaten.rowcount != 1:
+                log.error("the lock %r was taken over by another process while this one held it: its heartbeat "
+                          "was older than %s (a stalled process, or clocks far apart)", name, _STALE_LOCK)
+                return
 
     def _lock_message(self, name: str, purpose: str, waited: float) -> str:
         with self._sessions() as session:
@@ -439,11 +466,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _abandoned(held: LockRow, now: datetime) -> bool:
+def _abandoned(host: str, pid: int, heartbeat_at: datetime, now: datetime) -> bool:
     """Whether a lock's holder is gone: its process has ended (this machine), or its heartbeat is stale."""
-    if held.host == socket.gethostname() and not _process_alive(held.pid):
+    if host == socket.gethostname() and not _process_alive(pid):
         return True
-    return now - held.heartbeat_at > _STALE_LOCK
+    return now - heartbeat_at > _STALE_LOCK
 
 
 def _process_alive(pid: int) -> bool:

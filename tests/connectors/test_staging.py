@@ -567,3 +567,12 @@ def test_within_one_part_the_latest_cursor_wins_and_equal_cursors_keep_the_later
     staging.write_part("Task", rows(["a", "a", "b", "b"], ["a-new", "a-old", "b-first", "b-second"],
                                     stamps=[T0 + timedelta(hours=1), T0, T0, T0]), version="SystemModstamp")
     assert state(staging) == {"a": "a-new", "b": "b-second"}
+
+
+def test_an_object_grown_from_small_parts_is_compacted_into_buckets(staging: Staging) -> None:
+    for start in range(0, 60_000, 15_000):  # nightly parts, each too small for buckets of its own
+        ids = [f"00T{n:012d}" for n in range(start, start + 15_000)]
+        staging.write_part("Task", rows(ids, ids), version="SystemModstamp")
+    base = staging.compact("Task")
+    assert pq.ParquetFile(base).metadata.num_row_groups == staging_layout.BUCKETS
+    assert max(bucket.num_rows for bucket in staging.buckets("Task", ["Id"])) < 60_000 / staging_layout.BUCKETS * 2

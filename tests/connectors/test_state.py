@@ -337,3 +337,33 @@ def test_a_waiting_lock_gets_it_once_the_holder_releases(store: StateStore) -> N
     with store.lock("pull", purpose="second", wait_seconds=30):
         pass
     thread.join()
+
+
+def test_of_two_processes_taking_over_a_dead_lock_at_once_one_wins(store: StateStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import connectors.state.store as state_store
+
+    now = datetime.now(UTC)
+    with store._transaction() as session:
+        session.add(LockRow(name="pull", owner="gone", host="another-host", pid=1, purpose="pull",
+                            acquired_at=now - timedelta(hours=1), heartbeat_at=now - timedelta(hours=1)))
+    both_decided = threading.Barrier(2)
+    judged = state_store._abandoned
+
+    def abandoned_after_both_looked(*args: object) -> bool:
+        both_decided.wait(10)  # both have read the dead holder's row before either takes it over
+        return judged(*args)
+
+    monkeypatch.setattr(state_store, "_abandoned", abandoned_after_both_looked)
+    results: list[bool] = []
+    contenders = [threading.Thread(target=lambda owner=owner: results.append(store._try_lock("pull", owner, owner)))
+                  for owner in ("first", "second")]
+    for contender in contenders:
+        contender.start()
+    for contender in contenders:
+        contender.join()
+    assert sorted(results) == [False, True]
+    with store._sessions() as session:
+        assert session.get(LockRow, "pull").owner in ("first", "second")

@@ -80,9 +80,21 @@ def test_no_output_of_a_nightly_run_holds_a_secret(guarded_sandbox: RunningSandb
         **_files_under(home),
     }
     assert len(outputs) > 8
+    issued = _sessions_the_org_issued(guarded_sandbox)
+    assert issued  # the runs logged in: the tokens they were given are secrets too
     for where, text in outputs.items():
         for secret, value in SECRETS.items():
             assert value not in text, f"the {secret} is in {where}"
+        for token in issued:
+            assert token not in text, f"a session token the org issued is in {where}"
+
+
+def _sessions_the_org_issued(sandbox: RunningSandbox) -> list[str]:
+    """The secret part of every session token the sandbox issued (after the org id and '!')."""
+    import sqlite3
+
+    with sqlite3.connect(sandbox.org_path) as db:
+        return [token.split("!", 1)[1] for (token,) in db.execute("SELECT token FROM _sessions")]
 
 
 def _failed_runs(sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -136,7 +148,12 @@ def _state_database(url: str) -> dict[str, str]:
 
 def _files_under(home: Path) -> dict[str, str]:
     """Every file persona-sync wrote under its home (state database, staging, features), byte for byte."""
-    files = [path for path in home.rglob("*") if path.is_file()]
-    assert any(path.suffix == ".parquet" for path in files)
-    return {f"file {path.relative_to(home)}": path.read_bytes().decode("latin-1") for path in files}
+    contents = {}
+    for path in home.rglob("*"):
+        try:
+            contents[f"file {path.relative_to(home)}"] = path.read_bytes().decode("latin-1")
+        except (IsADirectoryError, FileNotFoundError):  # a folder, or SQLite's journal just checkpointed
+            continue
+    assert any(name.endswith(".parquet") for name in contents)
+    return contents
 

@@ -226,7 +226,9 @@ def test_a_lasting_rate_limit_fails_with_a_clear_error(fresh_sandbox: RunningSan
     with pytest.raises(PersonaSyncError, match="REQUEST_LIMIT_EXCEEDED") as raised:
         _pull(settings, ["User", "Task"])
     assert "Task" in str(raised.value) or "User" in str(raised.value)
-    assert _state(settings).runs(limit=1)[0].status == "failed"
+    run = _state(settings).runs(limit=1)[0]
+    assert run.status == "failed" and run.api_calls > 8  # what the failed run spent is in the ledger
+    assert {stats.sobject for stats in _state(settings).pull_stats(run.id)} >= {"User"}
 
 
 def test_a_bulk_download_cut_mid_stream_is_retried(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
@@ -467,3 +469,123 @@ def test_an_optional_field_the_org_lacks_is_left_out_and_the_rest_is_pulled(fres
     assert "Persona_Hint__c" not in Staging.from_config(settings.staging()).columns_in_every_file("Task")
     assert "Persona__c" in Staging.from_config(settings.staging()).columns_in_every_file("User")  # the org has it
     _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])
+
+
+def test_rows_read_by_a_reconciliation_never_move_the_watermark_past_changes_not_read(
+        fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.pull as pull_module
+    from connectors.salesforce import extract
+
+    settings = _settings(fresh_sandbox, tmp_path)
+    _pull(settings, ["User", "Task"])
+    watermark = _state(settings).watermark("Task").value
+    with sqlite3.connect(fresh_sandbox.org_path) as db:
+        changed, model = [row[0] for row in db.execute("SELECT Id FROM Task WHERE IsDeleted = 0 ORDER BY Id LIMIT 2")]
+    real_ids = extract.ids
+
+    def ids_while_the_org_changes(client: SalesforceClient, stream: Stream, *args: object, **kwargs: object):
+        # While the reconciliation reads Ids, a row changes, and a later one is created: the created one is
+        # read by Id (missing), the changed one is staged already (not missing), but it changed.
+        if stream.sobject != "Task":
+            yield from real_ids(client, stream, *args, **kwargs)
+            return
+        with sqlite3.connect(fresh_sandbox.org_path) as db:
+            changed_at = _soql_stamp(watermark + timedelta(minutes=30))
+            created_at = _soql_stamp(watermark + timedelta(minutes=60))
+            db.execute("UPDATE Task SET Status = 'Deferred', SystemModstamp = ? WHERE Id = ?", (changed_at, changed))
+            columns = [row[1] for row in db.execute('PRAGMA table_info("Task")')]
+            values = dict(zip(columns, db.execute("SELECT * FROM Task WHERE Id = ?", (model,)).fetchone()))
+            values |= {"Id": to_18("00THs0000009998"), "SystemModstamp": created_at, "CreatedDate": created_at}
+            db.execute(f'INSERT INTO Task ({", ".join(columns)}) VALUES ({", ".join("?" * len(columns))})',
+                       [values[column] for column in columns])
+        yield from real_ids(client, stream, *args, **kwargs)
+
+    monkeypatch.setattr(pull_module.extract, "ids", ids_while_the_org_changes)
+    assert _result(_pull(settings, ["User", "Task"], reconcile=True), "Task").recovered == 1
+    monkeypatch.setattr(pull_module.extract, "ids", real_ids)
+    assert _state(settings).watermark("Task").value == watermark  # not moved by the row read by Id
+
+    _pull(settings, ["User", "Task"])
+
+    assert _staged(settings, "Task", ["Id", "Status"]).set_index("Id")["Status"][changed] == "Deferred"
+    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])
+
+
+def _soql_stamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def test_a_reconciliation_runs_by_itself_once_its_interval_has_passed(fresh_sandbox: RunningSandbox,
+                                                                      tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path, pull_reconcile_days=7)
+    _pull(settings, ["User", "Task"])
+    with sqlite3.connect(fresh_sandbox.org_path) as db:
+        purged = db.execute("SELECT Id FROM Task WHERE IsDeleted = 0 ORDER BY Id LIMIT 1").fetchone()[0]
+        db.execute("DELETE FROM Task WHERE Id = ?", (purged,))
+    a_week_ago = datetime.now(timezone.utc) - timedelta(days=7, minutes=1)
+    watermark = _state(settings).watermark("Task")
+    _state(settings).set_watermark("Task", "SystemModstamp", watermark.value, watermark.history_start,
+                                   watermark.run_id, reconciled_at=a_week_ago)
+
+    assert _result(_pull(settings, ["User", "Task"]), "Task").purged == 1
+    assert _state(settings).watermark("Task").reconciled_at > a_week_ago
+    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])
+
+
+def test_deletions_have_a_watermark_of_their_own(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path)
+    _pull(settings, ["User", "Task"])
+    sf = connect(settings.salesforce())
+    deleted = sf.query("SELECT Id FROM Task ORDER BY Id LIMIT 1")["records"][0]["Id"]
+    sf.Task.delete(deleted)
+    rows_watermark = _state(settings).watermark("Task").value
+
+    assert _result(_pull(settings, ["User", "Task"]), "Task").deleted == 1
+
+    watermark = _state(settings).watermark("Task")
+    assert watermark.value == rows_watermark  # no row changed: the rows' watermark stays
+    assert watermark.deletions_value is not None and watermark.deletions_value > rows_watermark
+    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"])
+
+
+def test_a_staging_of_another_org_refuses_to_pull_even_with_a_new_state_database(
+        fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path)
+    _pull(settings, ["User"])
+    (settings.staging().root / ".owner").write_text("00DHs0000000999\n")  # as if another org had staged here
+    fresh_state = settings.updated(state_database_url=f"sqlite:///{tmp_path / 'fresh-state.db'}")
+    with pytest.raises(PersonaSyncError, match="holds the records of 00DHs0000000999"):
+        _pull(fresh_state, ["User"])
+
+
+def test_rows_staged_without_a_watermark_are_pulled_again_as_a_refresh(fresh_sandbox: RunningSandbox,
+                                                                       tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path)
+    _pull(settings, ["User", "Task"])
+    sf = connect(settings.salesforce())
+    deleted = sf.query("SELECT Id FROM Task ORDER BY Id LIMIT 1")["records"][0]["Id"]
+    sf.Task.delete(deleted)  # a deletion the lost state database will never hear of
+    lost_state = settings.updated(state_database_url=f"sqlite:///{tmp_path / 'new-state.db'}")
+
+    _pull(lost_state, ["User", "Task"])
+
+    assert deleted not in set(_staged(lost_state, "Task", ["Id"])["Id"])
+    _assert_staging_equals_org(fresh_sandbox, lost_state, ["User", "Task"])
+
+
+def test_a_row_whose_user_never_arrives_goes_to_the_quarantine_once_older_than_the_history(
+        fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
+    settings = _settings(fresh_sandbox, tmp_path)
+    stranger = to_18("005Hs0000009999")  # a user the integration user cannot see
+    with sqlite3.connect(fresh_sandbox.org_path) as db:
+        record_id = db.execute("SELECT Id FROM Task WHERE IsDeleted = 0 ORDER BY Id LIMIT 1").fetchone()[0]
+        long_ago = _soql_stamp(datetime.now(timezone.utc) - timedelta(days=300))
+        db.execute("UPDATE Task SET OwnerId = ?, SystemModstamp = ? WHERE Id = ?", (stranger, long_ago, record_id))
+
+    assert _result(_pull(settings, ["User", "Task"]), "Task").held == 1
+    shorter = settings.updated(pull_history_days=200)
+    result = _result(_pull(shorter, ["User", "Task"]), "Task")
+
+    assert result.held == 0 and result.quarantined == 1
+    (record,) = _state(settings).quarantined("Task")
+    assert record.record_id == record_id and f"OwnerId {stranger}" in record.reason and "never staged" in record.reason

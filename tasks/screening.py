@@ -70,7 +70,7 @@ def screen(page: Page, stream: Stream, known_users: pa.Array | None) -> Screened
     set_aside = pc.or_(rejected_mask, held_mask)
     if not pc.any(set_aside).as_py():  # the usual page: everything is staged, nothing is copied
         return Screened(table, table.slice(0, 0), [])
-    rejected = _rejected(page.text, rejected_mask, reasons) if pc.any(rejected_mask).as_py() else []
+    rejected = _rejected(page.text(), rejected_mask, reasons) if pc.any(rejected_mask).as_py() else []
     return Screened(table.filter(pc.invert(set_aside)), table.filter(held_mask), rejected)
 
 

@@ -17,17 +17,19 @@ Every call goes through `SalesforceClient.call`, so each one is renewed, retried
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from connectors.salesforce import soql
 from connectors.salesforce.client import SalesforceClient
-from connectors.salesforce.pages import csv_page_to_text_table, rest_records_to_text_table, typed_table, arrow_schema
+from connectors.salesforce.pages import (arrow_schema, csv_page_to_text_table, csv_page_to_typed_table,
+                                        rest_records_to_text_table, typed_table)
 from connectors.salesforce.streams import Stream
 from core.configs import Transfer
 
@@ -38,11 +40,11 @@ _IDS_PER_QUERY = 200
 @dataclass(frozen=True)
 class Page:
     """Rows of one stream as read: typed; which rows held a value that did not parse (it reads as null
-    in `rows`); and the same rows as the org sent them (text), to keep with a record set aside."""
+    in `rows`); and `text()`, the same rows as the org sent them, to keep with a record set aside."""
 
     rows: pa.Table
     unparsable: pa.Array
-    text: pa.Table
+    text: Callable[[], pa.Table] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,21 @@ class RawPage:
     records: list[dict] | None = None
 
     def parse(self) -> Page:
+        """The typed page. A CSV file is parsed straight into the staged types when every value fits (the
+        usual page: half the work); else as text, converted column by column, marking what does not parse.
+        The text is parsed again only if asked for (`Page.text`), while the file still exists."""
         names = self.schema.names
-        text = (csv_page_to_text_table(self.csv_file, names) if self.csv_file is not None
-                else rest_records_to_text_table(self.records or [], names))
+        if self.csv_file is not None:
+            csv_file = self.csv_file
+            typed = csv_page_to_typed_table(csv_file, self.schema)
+            if typed is not None:
+                return Page(typed, pa.array(np.zeros(typed.num_rows, dtype=bool)),
+                            lambda: csv_page_to_text_table(csv_file, names))
+            text = csv_page_to_text_table(csv_file, names)
+        else:
+            text = rest_records_to_text_table(self.records or [], names)
         rows, unparsable = typed_table(text, self.schema)
-        return Page(rows, unparsable, text)
+        return Page(rows, unparsable, lambda: text)
 
 
 @dataclass(frozen=True)

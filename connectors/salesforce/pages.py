@@ -66,6 +66,25 @@ def csv_page_to_text_table(page: Path | str, columns: Sequence[str] | None = Non
         return pa_csv.read_csv(source, read_options=reading, parse_options=parsing, convert_options=options)
 
 
+def csv_page_to_typed_table(page: Path, schema: pa.Schema) -> pa.Table | None:
+    """A Bulk API 2.0 CSV page parsed straight into `schema`'s types, or None when some value does not fit
+    them (then `csv_page_to_text_table` and `typed_table` find which). Same result as those two, in half
+    the time: no text table in between."""
+    if page.stat().st_size == 0:
+        return None
+    options = pa_csv.ConvertOptions(column_types={field.name: field.type for field in schema},
+                                    include_columns=schema.names, strings_can_be_null=True,
+                                    quoted_strings_can_be_null=True, true_values=["true"], false_values=["false"],
+                                    timestamp_parsers=[pa_csv.ISO8601])
+    try:
+        with pa.OSFile(str(page)) as source:
+            return pa_csv.read_csv(source, read_options=pa_csv.ReadOptions(use_threads=False),
+                                   parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                                   convert_options=options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 def _header(page: Path | str) -> list[str]:
     """The column names of a CSV page (its first record)."""
     with page.open(newline="", encoding="utf-8") if isinstance(page, Path) else io.StringIO(page) as lines:

@@ -19,6 +19,8 @@ from pathlib import Path
 from sandbox.store import Transaction
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# How long a connection waits for the writer lock of results.db (see `connection`).
+_WRITER_WAIT_SECONDS = 600
 
 
 class ResultSets:
@@ -35,7 +37,9 @@ class ResultSets:
     def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            # Result tables are written one at a time (SQLite has one writer), and materialising a large Bulk
+            # job holds the lock for as long as the query runs: others wait, however long that takes.
+            db = sqlite3.connect(self.path, timeout=_WRITER_WAIT_SECONDS, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")  # results can always be computed again
             db.execute("ATTACH DATABASE ? AS org", (str(self.org_path),))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
 
 import pytest
 
-from connectors.salesforce.extract import Page
-from connectors.salesforce.pages import arrow_schema, csv_page_to_text_table, rest_records_to_text_table, typed_table
+from connectors.salesforce.extract import Page, RawPage
+from connectors.salesforce.pages import (arrow_schema, csv_page_to_text_table, csv_page_to_typed_table,
+                                         rest_records_to_text_table, typed_table)
 from connectors.salesforce.streams import Stream
 from core.errors import SalesforceError
 from tasks.screening import screen
@@ -38,7 +40,8 @@ def _typed(csv_text: str = CSV) -> tuple[pa.Table, pa.Array, pa.Table]:
 
 
 def _page(csv_text: str = CSV) -> Page:
-    return Page(*_typed(csv_text))
+    typed, unparsable, text = _typed(csv_text)
+    return Page(typed, unparsable, lambda: text)
 
 
 def test_csv_pages_become_typed_tables_with_nulls_for_empty_cells() -> None:
@@ -94,3 +97,18 @@ def test_values_with_line_breaks_and_quotes_stay_in_their_row() -> None:
             '"00T1","005A","true","","","2026-10-01T10:00:00.000Z","2026-10-01T10:00:00.000Z"\n')
     text = csv_page_to_text_table(page.replace('"005A"', '"005\nA ""quoted"""'), COLUMNS)
     assert text.num_rows == 1 and text.column("OwnerId")[0].as_py() == '005\nA "quoted"'
+
+
+def test_a_csv_page_parsed_straight_into_types_equals_text_then_types(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(CSV.replace('"not a date"', '""'))
+    straight = csv_page_to_typed_table(good, arrow_schema(STREAM, TYPES))
+    via_text, unparsable = typed_table(csv_page_to_text_table(good, COLUMNS), arrow_schema(STREAM, TYPES))
+    assert straight is not None and straight.equals(via_text) and not any(unparsable.to_pylist())
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(CSV)  # 'not a date': the page goes the text way, where the row is found
+    assert csv_page_to_typed_table(bad, arrow_schema(STREAM, TYPES)) is None
+    page = RawPage(arrow_schema(STREAM, TYPES), csv_file=bad).parse()
+    assert page.unparsable.to_pylist() == [False, False, True, False, False, False]
+    assert page.text().column("ActivityDate")[2].as_py() == "not a date"

@@ -67,7 +67,8 @@ class StateConfig(_Config):
     url: SecretStr
 
 
-# An object's staging is compacted into one base file once it holds more part files than this.
+# An object's staging is compacted into one base file once it holds more small files than this
+# (connectors/staging/store.py, Staging.needs_compaction).
 DEFAULT_COMPACT_AFTER = 8
 
 

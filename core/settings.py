@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     staging_dir: Path | None = Field(None, description="Where pulled records are staged (Parquet). Unset: "
                                      "<home>/staging.")
     staging_compact_after: int = Field(DEFAULT_COMPACT_AFTER, description="An object's staging is compacted "
-                                       "into one base file once it has more part files than this.")
+                                       "into one base file once it has more small files (nightly parts, "
+                                       "tombstones) than this, or four times as many files of any size.")
 
     # --- pulling -----------------------------------------------------------------------------------
     pull_mode: PullMode = Field(

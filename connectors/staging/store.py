@@ -25,16 +25,19 @@ from uuid import uuid4
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from connectors.staging.errors import StagingError
 from connectors.staging.files import (FileKind, Snapshot, StagedFile, file_name, make_directory, snapshot, sweep,
                                       write_durably)
-from connectors.staging.layout import BucketWriter, StagedReader, buckets_for, write_bucketed
+from connectors.staging.layout import SMALL_FILE_ROWS, BucketWriter, StagedReader, buckets_for, write_bucketed
 from connectors.staging.merge import DELETED_AT, HELPER_PREFIX, ID, TIMESTAMP, current_state, empty_state
 from connectors.staging.refresh import RefreshHandle
 from core.configs import DEFAULT_COMPACT_AFTER, StagingConfig
 
 REFRESH_DIR = ".refresh"
+# Compaction is due once an object has this many times `compact_after` files, however large they are.
+LARGE_PARTS_FACTOR = 4
 OWNER_FILE = ".owner"
 
 _SOBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -124,9 +127,18 @@ class Staging:
         return self._install(directory, found.next_seq, _BucketSource(self, sobject, prune))
 
     def needs_compaction(self, sobject: str) -> bool:
-        """Whether reads of the object now merge more than `compact_after` part and tombstone files."""
+        """Whether reads of the object now merge more than `compact_after` small files (parts too small to
+        have buckets, and tombstones), or more than `LARGE_PARTS_FACTOR` times as many files in all.
+
+        Small files are what compaction is for: each costs a read of its own for every bucket. A large part
+        (a page of a first pull, say) is already bucketed and cheap to read; rewriting the whole object right
+        after writing it would gain nothing, so large parts wait for the next compaction the small ones
+        call for."""
         found = snapshot(self._directory(sobject))
-        return len(found.parts) + len(found.tombstones) > self.compact_after
+        if len(found.parts) + len(found.tombstones) > LARGE_PARTS_FACTOR * self.compact_after:
+            return True
+        small = sum(1 for staged in found.parts if pq.read_metadata(staged.path).num_rows < SMALL_FILE_ROWS)
+        return small + len(found.tombstones) > self.compact_after
 
     def begin_refresh(self, sobject: str) -> RefreshHandle:
         """Starts a full refresh: stage the new pull through the handle, then `commit()` to swap it in

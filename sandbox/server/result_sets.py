@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandbox.store import Transaction
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # How long a connection waits for the writer lock of results.db (see `connection`).
@@ -46,18 +45,21 @@ class ResultSets:
             self._local.db = db
         return db
 
-    def transaction(self) -> Transaction:
-        return Transaction(self.connection())
+    def transaction(self) -> _ResultsTransaction:
+        return _ResultsTransaction(self.connection())
 
     def materialise(self, name: str, sql: str, params: Sequence[object], description: str) -> int:
         """Evaluates `sql` into the table `name`, rows numbered 1.. in result order; returns the row count."""
         _check_name(name)
         with self.transaction() as db:
+            now = time.time()
+            # A write first: the writer lock is taken (waiting for it if need be) before anything is read, so
+            # no other writer can commit between this transaction's first read and its first write.
+            db.execute("INSERT OR REPLACE INTO _result_sets VALUES (?, 0, ?, ?, ?)", (name, now, now, description))
             db.execute(f"DROP TABLE IF EXISTS {name}")
             db.execute(f"CREATE TABLE {name} AS {sql}", list(params))
             rows = db.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
-            now = time.time()
-            db.execute("INSERT OR REPLACE INTO _result_sets VALUES (?, ?, ?, ?, ?)", (name, rows, now, now, description))
+            db.execute("UPDATE _result_sets SET rows = ? WHERE name = ?", (rows, name))
         return rows
 
     def info(self, name: str) -> tuple[int, str] | None:
@@ -76,8 +78,8 @@ class ResultSets:
     def drop(self, name: str) -> None:
         _check_name(name)
         with self.transaction() as db:
+            db.execute("DELETE FROM _result_sets WHERE name = ?", (name,))  # a write first (see _ResultsTransaction)
             db.execute(f"DROP TABLE IF EXISTS {name}")
-            db.execute("DELETE FROM _result_sets WHERE name = ?", (name,))
 
     def expire(self, prefix: str, idle_seconds: float) -> int:
         """Drops result tables named `prefix...` unused for `idle_seconds`; returns how many."""
@@ -87,6 +89,24 @@ class ResultSets:
         for name in names:
             self.drop(name)
         return len(names)
+
+
+class _ResultsTransaction:
+    """A deferred transaction (BEGIN): it takes results.db's writer lock when it first writes, and never the
+    attached org's. BEGIN IMMEDIATE would lock every attached database for the whole transaction, so
+    making a large result would hold off every API call that writes the org (sessions, the API counter).
+    Write before reading in it: a transaction that read first cannot wait for the writer lock (SQLite
+    answers "database is locked" at once when another writer committed since the read)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN")
+        return self.db
+
+    def __exit__(self, error_type: object, error: object, traceback: object) -> None:
+        self.db.execute("COMMIT" if error_type is None else "ROLLBACK")
 
 
 def _check_name(name: str) -> None:

@@ -576,3 +576,19 @@ def test_an_object_grown_from_small_parts_is_compacted_into_buckets(staging: Sta
     base = staging.compact("Task")
     assert pq.ParquetFile(base).metadata.num_row_groups == staging_layout.BUCKETS
     assert max(bucket.num_rows for bucket in staging.buckets("Task", ["Id"])) < 60_000 / staging_layout.BUCKETS * 2
+
+
+def test_large_parts_wait_for_compaction_until_small_files_or_many_files_call_for_it(tmp_path: Path) -> None:
+    staging = Staging(tmp_path, compact_after=2)
+    for start in range(0, 3 * 20_000, 20_000):  # three large (bucketed) parts, as a first pull writes
+        ids = [f"00T{n:012d}" for n in range(start, start + 20_000)]
+        staging.write_part("Task", rows(ids, ids), version="SystemModstamp")
+    assert not staging.needs_compaction("Task")
+    for name in ("a", "b", "c"):  # three small nightly parts
+        staging.write_part("Task", rows([name], [name]), version="SystemModstamp")
+    assert staging.needs_compaction("Task")
+    many = Staging(tmp_path / "many", compact_after=1)
+    for start in range(0, 5 * 20_000, 20_000):  # more than 4 x compact_after files, all large
+        ids = [f"00T{n:012d}" for n in range(start, start + 20_000)]
+        many.write_part("Task", rows(ids, ids), version="SystemModstamp")
+    assert many.needs_compaction("Task")

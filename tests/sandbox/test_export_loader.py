@@ -12,7 +12,9 @@ import pytest
 
 from sandbox.export_loader import ExportError, ExportLoadReport, load_export
 from sandbox.ids import case_safe_suffix, make_id
+from sandbox.schema import FieldSchema
 from sandbox.store import OrgStore
+from sandbox.values import ValueProblem, text_to_stored, texts_to_stored
 
 LOADED_AT = datetime(2024, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -59,10 +61,10 @@ def rows(org_path: Path, sql: str, *parameters) -> list[tuple]:
         return db.execute(sql, parameters).fetchall()
 
 
-def load_error(export_dir: Path, org_path: Path) -> ExportError:
+def load_error(export_dir: Path, org_path: Path, **options) -> ExportError:
     """The ExportError the export raises; checks nothing was left behind."""
     with pytest.raises(ExportError) as raised:
-        load(export_dir, org_path)
+        load(export_dir, org_path, **options)
     leftovers = list(org_path.parent.iterdir()) if org_path.parent.exists() else []
     assert leftovers == [], f"left behind after a failed load: {leftovers}"
     return raised.value
@@ -89,6 +91,43 @@ def write_multi_object_export(directory: Path) -> None:
          ACCOUNT_1[:15], "n" * 300, "007", "", USER_2[:15], "y"],
     ])
     (directory / "README.txt").write_text("not a CSV, ignored")
+
+
+LARGE_HEADER = ["Id", "Subject", "WhoId", "ActivityDate", "CreatedDate", "IsClosed", "CallDurationInSeconds",
+                "Account__c"]
+
+
+def write_large_task_export(directory: Path, records: int = 2_500, values: dict[tuple[int, str], str] | None = None,
+                            header: list[str] = LARGE_HEADER) -> list[int]:
+    """A Task.csv of `records` records, several load batches long; every 7th has a Subject broken over
+    lines, WhoId points at contacts and leads; Seen__c and Due__c are left out unless `header` names them.
+    `values` replaces the value of (record, column). Returns the physical line each record starts on, then
+    the line after the last."""
+    starts, rows, line = [], [], 2
+    for n in range(records):
+        record = {
+            "Id": make_id("00T", n + 1),
+            "Subject": f'Call {n}\r\nabout "pricing", then\nmore' if n % 7 == 0 else f"Call {n}",
+            "WhoId": "" if n % 3 == 0 else make_id("003" if n % 2 else "00Q", n + 1),
+            "ActivityDate": "" if n % 5 == 0 else "2024-02-29",
+            "CreatedDate": "2024-01-15T10:23:45.000Z",
+            "IsClosed": "true" if n % 2 else "false",
+            "CallDurationInSeconds": str(n),
+            "Account__c": make_id("001", n + 1),
+            "Seen__c": f"2024-01-{n % 28 + 1:02d}T10:{n % 60:02d}:00.000Z",
+            "Due__c": f"2023-{n % 12 + 1:02d}-{n % 28 + 1:02d}",
+        } | {column: value for (index, column), value in (values or {}).items() if index == n}
+        rows.append([record[column] for column in header])
+        starts.append(line)
+        line += 1 + sum(record[column].count("\n") for column in header)
+    write_csv(directory, "Task.csv", [header, *rows])
+    return [*starts, line]
+
+
+@pytest.fixture(params=[False, True], ids=["in-process", "helper-process"])
+def helper_process(request: pytest.FixtureRequest) -> bool:
+    """Both ways of reading an export: in the loading process, and in a helper process."""
+    return request.param
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -287,6 +326,35 @@ def test_line_numbers_stay_physical_after_a_multi_line_value(export_dir, org_pat
     assert str(error) == "Task.csv, line 6, column ActivityDate: 'tomorrow' is not a date (YYYY-MM-DD)"
 
 
+def test_a_large_file_loads_every_row_with_its_multi_line_values(export_dir, org_path, helper_process):
+    write_large_task_export(export_dir)
+
+    report = load(export_dir, org_path, helper_process=helper_process)
+
+    assert report.rows_per_object == {"Task": 2500}
+    assert [(f.name, f.type, f.reference_to) for f in report.inferred_fields["Task"]] == [
+        ("Account__c", "reference", ("Account",))]
+    assert rows(org_path, 'SELECT Subject, WhoId, ActivityDate, IsClosed, CallDurationInSeconds FROM "Task" '
+                          "WHERE Id = ?", make_id("00T", 2031)) == [
+        ('Call 2030\r\nabout "pricing", then\nmore', make_id("00Q", 2031), None, 0, 2030)]
+    store = OrgStore.open(org_path)
+    with store.transaction() as db:
+        assert store.new_ids("00T", 1, db) == [make_id("00T", 2501)]
+        assert store.new_ids("003", 1, db) == [make_id("003", 2499)]
+        assert store.new_ids("00Q", 1, db) == [make_id("00Q", 2500)]
+
+
+def test_the_helper_process_loads_the_same_org(export_dir, tmp_path):
+    write_multi_object_export(export_dir)
+
+    load(export_dir, tmp_path / "in-process.db", helper_process=False)
+    load(export_dir, tmp_path / "helper.db", helper_process=True)
+
+    for table in ("User", "Account", "Task", "_extra_fields", "_id_counters", "_meta"):
+        assert rows(tmp_path / "helper.db", f'SELECT * FROM "{table}" ORDER BY 1, 2') == rows(
+            tmp_path / "in-process.db", f'SELECT * FROM "{table}" ORDER BY 1, 2'), table
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_column(export_dir, org_path):
     (export_dir / "Task.csv").write_bytes(f"\ufeffId,Subject\r\n{TASK_1},Hi\r\n".encode())
 
@@ -370,6 +438,136 @@ def test_a_value_that_does_not_fit_its_typed_column_is_refused(export_dir, org_p
 
     assert (error.file.name, error.line, error.column) == ("Task.csv", 3, column)
     assert error.message == f"{value!r} {expected}" or error.message.startswith(f"{value!r} {expected}")
+
+
+@pytest.mark.parametrize("record", [3, 1500, 2499])
+def test_a_bad_value_anywhere_in_a_large_file_is_reported_at_its_physical_line(export_dir, org_path, helper_process,
+                                                                               record):
+    starts = write_large_task_export(export_dir, values={(record, "ActivityDate"): "someday"})
+
+    error = load_error(export_dir, org_path, helper_process=helper_process)
+
+    assert (error.file.name, error.line, error.column) == ("Task.csv", starts[record], "ActivityDate")
+    assert error.message == "'someday' is not a date (YYYY-MM-DD)"
+
+
+def test_the_first_problem_in_file_order_is_reported_whatever_its_column(export_dir, org_path):
+    starts = write_large_task_export(export_dir, values={
+        (1600, "CallDurationInSeconds"): "sixty", (1600, "ActivityDate"): "2024-02-30",
+        (1601, "Subject"): "s" * 256, (1602, "Id"): make_id("005", 1)})
+
+    error = load_error(export_dir, org_path)
+
+    assert (error.line, error.column) == (starts[1600], "ActivityDate")
+
+
+def test_a_duplicate_id_deep_in_a_large_file_names_both_lines(export_dir, org_path, helper_process):
+    starts = write_large_task_export(export_dir, values={(2300, "Id"): make_id("00T", 11)})
+
+    error = load_error(export_dir, org_path, helper_process=helper_process)
+
+    assert (error.file.name, error.line, error.column) == ("Task.csv", starts[2300], "Id")
+    assert f"first on line {starts[10]}" in error.message
+
+
+def test_bytes_that_are_not_utf8_deep_in_a_large_file_are_refused_at_their_line(export_dir, org_path,
+                                                                               helper_process):
+    starts = write_large_task_export(export_dir, values={(2200, "Subject"): "Caf\u00e9"})
+    path = export_dir / "Task.csv"
+    path.write_bytes(path.read_bytes().replace("Caf\u00e9".encode(), "Caf\u00e9".encode("latin-1")))
+
+    error = load_error(export_dir, org_path, helper_process=helper_process)
+
+    assert (error.line, error.column) == (starts[2200], "Subject")
+    assert "byte 0xE9" in error.message
+
+
+def test_a_bad_value_just_before_bad_bytes_is_reported_first(export_dir, org_path):
+    # No unknown column: with one, the first pass (type inference) reads the whole file before converting.
+    starts = write_large_task_export(export_dir, header=LARGE_HEADER[:-1],
+                                     values={(2198, "ActivityDate"): "soon", (2200, "Subject"): "Caf\u00e9"})
+    path = export_dir / "Task.csv"
+    path.write_bytes(path.read_bytes().replace("Caf\u00e9".encode(), "Caf\u00e9".encode("latin-1")))
+
+    error = load_error(export_dir, org_path)
+
+    assert (error.line, error.column) == (starts[2198], "ActivityDate")
+    assert error.message == "'soon' is not a date (YYYY-MM-DD)"
+
+
+@pytest.mark.parametrize(("tail", "fragment"), [
+    ('"{id}","never closed\r\nstill open\r\n', "never closed"),
+    ('"{id}","two columns"\r\n', "2 values, but the header has 8 columns"),
+    ('"{id}","text" after the quote\r\n', "must be followed by a comma"),
+])
+def test_a_broken_record_at_the_end_of_a_large_file_is_reported_where_it_starts(export_dir, org_path, helper_process,
+                                                                                 tail, fragment):
+    starts = write_large_task_export(export_dir)
+    path = export_dir / "Task.csv"
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(tail.format(id=make_id("00T", 9999)))
+
+    error = load_error(export_dir, org_path, helper_process=helper_process)
+
+    assert (error.file.name, error.line) == ("Task.csv", starts[-1])
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize(("values", "types"), [
+    ({}, ["reference", "datetime", "date"]),
+    ({(2450, "Seen__c"): "2024-01-15T10:23:45+01:00", (2451, "Due__c"): ""}, ["reference", "datetime", "date"]),
+    ({(2450, "Account__c"): make_id("003", 1), (2451, "Seen__c"): "2024-02-30T00:00:00.000Z",
+      (2452, "Due__c"): "2024-13-01"}, ["string", "string", "string"]),
+])
+def test_an_unknown_column_is_inferred_from_every_row_of_a_large_file(export_dir, org_path, values, types):
+    write_large_task_export(export_dir, values=values, header=[*LARGE_HEADER, "Seen__c", "Due__c"])
+
+    report = load(export_dir, org_path)
+
+    assert [(f.name, f.type) for f in report.inferred_fields["Task"]] == list(
+        zip(["Account__c", "Seen__c", "Due__c"], types))
+
+
+BULK_SAMPLES = {
+    "boolean": ["", "true", "false", "TRUE", "False", "1", "0", "yes", " no "],
+    "int": ["", "0", "-0", "42", "007", " 7 ", "+5", "1_000", "42.0", "9" * 18, "9" * 19, "-9223372036854775808"],
+    "double": ["", "1.5", "-0.0", "1e308", "1500000.5", ".5", "5.", " 2 ", "1_0.5"],
+    "date": ["", "2024-01-15", "2024-02-29", "2000-02-29", "0999-01-01", "2024-01-15 ", "9999-12-31"],
+    "datetime": ["", "2024-01-15T10:23:45.000Z", "2024-01-15T10:23:45.123Z", "2024-01-15T10:23:45+01:00",
+                 "2024-01-15 10:23:45.000Z", "2024-01-15T10:23:45Z", "0999-01-15T10:23:45.000Z",
+                 "2024-02-29T23:59:59.999Z"],
+    "reference": ["", make_id("005", 1), make_id("005", 1)[:15], make_id("001", 99999)],
+    "string": ["", "a", "a,b", "x" * 10, "line\nbreak", "\u00e9" * 10],
+}
+BULK_REFUSED = {"boolean": "maybe", "int": "9" * 20, "double": "inf", "date": "2023-02-29",
+                "datetime": "2024-01-15T24:00:00.000Z", "reference": make_id("005", 2)[:17] + "X", "string": "x" * 11}
+
+
+def converted_one_at_a_time(f: FieldSchema, texts: list[str]) -> object:
+    try:
+        return [(type(value), value) for value in (text_to_stored(f, text) for text in texts)]
+    except ValueProblem as problem:
+        return problem.message
+
+
+def converted_in_bulk(f: FieldSchema, texts: list[str]) -> object:
+    try:
+        return [(type(value), value) for value in texts_to_stored(f, texts)]
+    except ValueProblem as problem:
+        return problem.message
+
+
+@pytest.mark.parametrize("kind", sorted(BULK_SAMPLES))
+def test_columns_convert_in_bulk_exactly_as_one_value_at_a_time(kind):
+    f = FieldSchema("Value__c", kind, length=10 if kind == "string" else 0)
+    valid = [text for text in BULK_SAMPLES[kind] if text]
+    columns = [
+        [valid[1]] * 50 + [""] * 10,  # the forms exports write: decided in bulk
+        BULK_SAMPLES[kind] * 5,  # mixed forms: some or all converted one at a time
+        BULK_SAMPLES[kind] + [BULK_REFUSED[kind]] + BULK_SAMPLES[kind],  # refused: the same error
+    ]
+    for texts in columns:
+        assert converted_in_bulk(f, texts) == converted_one_at_a_time(f, texts)
 
 
 def test_a_non_number_in_a_currency_column_is_refused(export_dir, org_path):

@@ -15,7 +15,7 @@ Rules (the same for every reader, and what compaction writes down):
 
 No Python loop touches rows: versions are stacked with one int64 helper column (file sequence in the
 high bits, row number in the low bits), sorted by (Id, version, that order), and the last row of each
-Id kept.
+Id kept. When no Id has two versions (the files of a first pull, one snapshot), the sort is skipped.
 """
 
 from __future__ import annotations
@@ -39,14 +39,16 @@ _ROW_BITS = 32
 
 def current_state(versions: Sequence[tuple[int, pa.Table]], tombstones: Sequence[tuple[int, pa.Table]],
                   *, sobject: str, version: str | None = None) -> pa.Table:
-    """The live rows of `sobject`, one per Id, sorted by Id, without helper columns.
+    """The live rows of `sobject`, one per Id, without helper columns, in no particular order.
 
     `versions` are (sequence number, table) pairs, every table with an `Id` column (and the `version`
     column when one is named); `tombstones` are (sequence number, table of Id and deleted_at) pairs.
+    When no Id has two versions (files of a first pull: one snapshot), nothing needs sorting out.
     """
     stacked = _stack_versions(versions, sobject=sobject)
     versioned = version if version is not None and version in stacked.column_names else None
-    latest = _latest_per_id(stacked, versioned)
+    unique = stacked.num_rows == 0 or pc.count_distinct(stacked[ID]).as_py() == stacked.num_rows
+    latest = stacked if unique else _latest_per_id(stacked, versioned)
     live = _without_tombstoned(latest, tombstones, versioned)
     return live.drop_columns([_ORDER])
 

@@ -165,7 +165,7 @@ class Staging:
 
     def buckets(self, sobject: str, columns: list[str] | None = None, *, where: RowFilter | None = None,
                 bucket_count: int | None = None) -> Iterator[pa.Table]:
-        """The object's current state, one hash bucket of Ids at a time (each bucket sorted by Id).
+        """The object's current state, one hash bucket of Ids at a time (rows in no particular order).
 
         Every Id is in exactly one bucket, so a caller that aggregates bucket by bucket gets what the whole
         object would give, holding one bucket at a time. `columns` as for `read_arrow`; `where` keeps the
@@ -196,8 +196,7 @@ class Staging:
         if not parts:
             return empty_state(columns)
         state = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
-        if len(parts) > 1:  # each bucket is sorted by Id; all of them together are not
-            state = state.take(pc.sort_indices(state[ID]))
+        state = state.take(pc.sort_indices(state[ID]))
         return state if with_ids is columns else state.select(columns)
 
     def read(self, sobject: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -317,8 +316,8 @@ class _OpenSnapshot:
         return reader
 
     def merged(self, columns: list[str] | None, *, bucket_count: int | None = None) -> Iterator[pa.Table]:
-        """Each bucket's current state: one row per live Id, sorted by Id (all columns when None), in the
-        files' own bucketing unless `bucket_count` asks for another."""
+        """Each bucket's current state: one row per live Id (all columns when None), in the files' own
+        bucketing unless `bucket_count` asks for another."""
         count = bucket_count or self.bucket_count
         wanted = columns
         if wanted is not None and self.version is not None and self.version not in wanted:
@@ -326,7 +325,7 @@ class _OpenSnapshot:
         for bucket in range(count):
             versions = [(seq, reader.read_bucket(bucket, count, wanted)) for seq, reader in self.rows]
             if self.base_alone is not None:
-                state = versions[0][1]  # a base alone is already one row per Id, sorted by Id
+                state = versions[0][1]  # a base alone is already one row per Id
             else:
                 tombstones = [(seq, reader.read_bucket(bucket, count, [ID, DELETED_AT]))
                               for seq, reader in self.tombstones]

@@ -112,3 +112,40 @@ class PersonasConfig(_Config):
     stability_margin: float = 0.1
     # Where features are kept, one file per as-of.
     features_dir: Path
+
+
+class Limit(_Config):
+    """A guardrail's two levels: past `warn` the run goes on with a warning, past `fail` it stops before it
+    writes (unless forced for that run). `below` limits fail when the observed value is under them."""
+
+    warn: float
+    fail: float
+    below: bool = False
+
+    def level(self, observed: float) -> Literal["passed", "warned", "failed"]:
+        """Where `observed` falls."""
+        past = (lambda limit: observed < limit) if self.below else (lambda limit: observed > limit)
+        return "failed" if past(self.fail) else "warned" if past(self.warn) else "passed"
+
+
+class ValidationConfig(_Config):
+    """The checks of every run (expectations/) and the guardrails on what it would write.
+
+    Data-quality limits cannot be overridden; guardrails can, for one run (`--force NAME --reason TEXT`).
+    """
+
+    # Where each run's Data Docs (HTML) are written, one folder per run.
+    data_docs_dir: Path
+    # Data quality: an object whose staged rows fell by more than this share since the last good run is a
+    # broken pull (objects that had fewer than `min_rows_for_drop` rows are not judged).
+    max_row_drop: float = 0.5
+    min_rows_for_drop: int = 100
+    # Data quality: the share of an object's rows quarantined (rows that name no user or do not parse).
+    max_quarantined_share: float = 0.05
+    # Guardrails.
+    persona_changes: Limit = Limit(warn=0.10, fail=0.20)  # share of users whose persona changes
+    assigned_share: Limit = Limit(warn=0.70, fail=0.60, below=True)  # share of active users given a persona
+    distribution_drift: Limit = Limit(warn=0.10, fail=0.25)  # population stability index of the distribution
+    persona_loss: Limit = Limit(warn=0.50, fail=0.99)  # share of a persona's users it loses in one run
+    # A persona counts for persona_loss only when it had at least this many users.
+    persona_loss_min_users: int = 5

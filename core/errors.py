@@ -29,3 +29,20 @@ class SalesforceAuthError(SalesforceError):
 
 class ApiReserveError(SalesforceError):
     """The org has fewer daily API requests left than the reserve we leave for its other integrations."""
+
+
+class ValidationFailed(PersonaSyncError):
+    """A run's checks or guardrails failed: nothing was written. The message names each failing check,
+    what was observed and the limit; the run's Data Docs and the ledger have the details."""
+
+    def __init__(self, message: str, *, failed: list[str] | None = None, data_docs: str | None = None) -> None:
+        super().__init__(message)
+        self.failed = list(failed or [])
+        self.data_docs = data_docs
+
+    def __reduce__(self):  # picklable with its keywords (Prefect ships exceptions between processes)
+        return (_validation_failed, (str(self), self.failed, self.data_docs))
+
+
+def _validation_failed(message: str, failed: list[str], data_docs: str | None) -> ValidationFailed:
+    return ValidationFailed(message, failed=failed, data_docs=data_docs)

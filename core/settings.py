@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.configs import (
     DEFAULT_COMPACT_AFTER,
     AuthMode,
+    Limit,
     PersonasConfig,
     PullConfig,
     PullMode,
@@ -29,6 +30,7 @@ from core.configs import (
     SalesforceConfig,
     StagingConfig,
     StateConfig,
+    ValidationConfig,
 )
 from core.errors import ConfigurationError
 
@@ -120,6 +122,32 @@ class Settings(BaseSettings):
     stability_margin: float = Field(0.1, description="A user keeps their current persona unless another scores "
                                     "this much higher.")
 
+    # --- validation and guardrails (expectations/, tasks/validation.py) ----------------------------------
+    validate_max_row_drop: float = Field(0.5, description="A run stops when an object's staged rows fell by more "
+                                         "than this share since the last good run (a broken pull, not a quiet "
+                                         "org). Cannot be forced.")
+    validate_max_quarantined_share: float = Field(0.05, description="A run stops when more than this share of an "
+                                                  "object's rows are quarantined. Cannot be forced.")
+    guard_persona_changes_warn: float = Field(0.10, description="Warn when more than this share of users change "
+                                              "persona in one run.")
+    guard_persona_changes_fail: float = Field(0.20, description="Stop (unless forced) when more than this share of "
+                                              "users change persona in one run.")
+    guard_assigned_share_warn: float = Field(0.70, description="Warn when fewer than this share of active users "
+                                             "get a persona.")
+    guard_assigned_share_fail: float = Field(0.60, description="Stop (unless forced) when fewer than this share of "
+                                             "active users get a persona.")
+    guard_distribution_drift_warn: float = Field(0.10, description="Warn when the persona distribution's "
+                                                 "population stability index against the last good run exceeds "
+                                                 "this.")
+    guard_distribution_drift_fail: float = Field(0.25, description="Stop (unless forced) when that index exceeds "
+                                                 "this.")
+    guard_persona_loss_warn: float = Field(0.50, description="Warn when a persona of at least "
+                                           "GUARD_PERSONA_LOSS_MIN_USERS users loses more than this share of them.")
+    guard_persona_loss_fail: float = Field(0.99, description="Stop (unless forced) when it loses more than this "
+                                           "share (0.99: when it empties out).")
+    guard_persona_loss_min_users: int = Field(5, description="Personas with fewer users are not judged by "
+                                              "persona_loss.")
+
     # --- tests --------------------------------------------------------------------------------------
     test_postgres_url: str = Field(
         "postgresql+psycopg://postgres@127.0.0.1:5432/test",
@@ -173,6 +201,17 @@ class Settings(BaseSettings):
         return PersonasConfig(catalog_file=self.catalog_file, window_days=self.feature_window_days,
                               partitions=self.feature_partitions, stability_margin=self.stability_margin,
                               features_dir=self.home / "features")
+
+    def validation(self) -> ValidationConfig:
+        """The checks' limits and guardrails, and where Data Docs go (<home>/data-docs)."""
+        return ValidationConfig(
+            data_docs_dir=self.home / "data-docs", max_row_drop=self.validate_max_row_drop,
+            max_quarantined_share=self.validate_max_quarantined_share,
+            persona_changes=Limit(warn=self.guard_persona_changes_warn, fail=self.guard_persona_changes_fail),
+            assigned_share=Limit(warn=self.guard_assigned_share_warn, fail=self.guard_assigned_share_fail, below=True),
+            distribution_drift=Limit(warn=self.guard_distribution_drift_warn, fail=self.guard_distribution_drift_fail),
+            persona_loss=Limit(warn=self.guard_persona_loss_warn, fail=self.guard_persona_loss_fail),
+            persona_loss_min_users=self.guard_persona_loss_min_users)
 
     def updated(self, **changes: object) -> "Settings":
         """These settings with `changes`, validated like the rest (a plain string becomes a secret)."""

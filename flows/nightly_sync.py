@@ -1,7 +1,10 @@
-"""The nightly sync: pull -> features -> assign, as one Prefect flow and one run in the ledger.
+"""The nightly sync: pull -> check -> features -> check -> assign -> check -> store, as one Prefect flow
+and one run in the ledger.
 
 It reads top to bottom like a recipe: each step is a task of `tasks/steps.py`, itself a thin wrapper
-over a stage function in `tasks/`. Later stages (validation, push, history) extend it.
+over a stage function in `tasks/`. A failed check (tasks/validation.py) stops the run before anything
+is written: the assignments are stored only after every check passed. Later stages (push, history)
+come after the store.
 
 Settings come from PERSONA_SYNC_* variables (core/settings.py). The org must be configured: with none,
 the flow fails at once and says what to set. It never falls back to the local synthetic sandbox; only
@@ -19,26 +22,41 @@ from core.settings import load_settings
 from tasks import steps
 from tasks.personas import AssignmentSummary
 from tasks.reporting import run_counts
+from tasks.validation import check_forcing
 
 
 @flow(name="nightly_sync")
-def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False) -> AssignmentSummary:
-    """Pull the org, compute features up to `as_of` (default: now) and assign personas.
+def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, force: list[str] | None = None,
+                 force_reason: str | None = None) -> AssignmentSummary:
+    """Pull the org, compute features up to `as_of` (default: now), assign personas, and store them once
+    every check passed.
 
+    `force`: guardrails (persona_changes, assigned_share, distribution_drift, persona_loss) this run may
+    exceed, with `force_reason` saying why; both go into the ledger. Data-quality checks cannot be forced.
     One ledger run covers the whole flow: on any failure it is marked failed with the error, and the
     next run starts again from the watermarks, so nothing is lost or counted twice.
     """
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    forced = sorted(set(force or []))
+    check_forcing(forced, force_reason)
     settings = load_settings()
     org = settings.salesforce()  # no org configured: stop here, before anything is touched
-    with StateStore.from_config(settings.state()) as state:
+    state_config, staging, personas, checks = (settings.state(), settings.staging(), settings.personas(),
+                                               settings.validation())
+    parameters = {"as_of": as_of.isoformat(), "full_refresh": full_refresh, "force": forced,
+                  "force_reason": force_reason, "limits": checks.model_dump(mode="json", exclude={"data_docs_dir"})}
+    with StateStore.from_config(state_config) as state:
         state.ensure_schema()
-        with state.recorded_run("nightly_sync", {"as_of": as_of.isoformat(), "full_refresh": full_refresh}) as run:
+        with state.recorded_run("nightly_sync", parameters) as run:
             get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
-            report = steps.pull_changes(org, settings.state(), settings.staging(), settings.pull(), run.id,
-                                        full_refresh)
-            features_file = steps.features(settings.personas(), settings.staging(), as_of)
-            summary = steps.assignments(settings.personas(), settings.state(), features_file, run.id, as_of)
-            run.counts.update(run_counts(report, summary))
-    steps.run_summary(report, summary)
+            report = steps.pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
+            staged = steps.staging_checks(staging, state_config, checks, personas, run.id)
+            features_file = steps.features(personas, staging, as_of)
+            featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
+            summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
+            assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
+            steps.stored_assignments(state_config, summary)
+            every_check = [*staged.checks, *featured.checks, *assigned.checks]
+            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows))
+    steps.run_summary(report, summary, every_check)
     return summary

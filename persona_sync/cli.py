@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import PersonaSyncError
+from core.errors import PersonaSyncError, ValidationFailed
 from core.settings import Settings, load_settings
 from persona_sync.embedded_org import exported, org_for_command
 from sandbox.cli import CommandDefaults, sandbox_commands
@@ -169,8 +169,16 @@ def run(
     as_of: Annotated[Optional[datetime], typer.Option(
         help="Compute personas as of this moment (UTC); activity after it is ignored. [default: now]")] = None,
     full_refresh: Annotated[bool, typer.Option(help="Pull the whole history window again.")] = False,
+    force: Annotated[Optional[list[str]], typer.Option(
+        "--force", metavar="GUARDRAIL", help="Let this run exceed a guardrail (persona_changes, assigned_share, "
+        "distribution_drift, persona_loss); repeat for several. Needs --reason. Data-quality checks cannot be "
+        "forced.")] = None,
+    reason: Annotated[Optional[str], typer.Option(help="Why the forced guardrails may be exceeded (kept in the "
+                                                       "run ledger).")] = None,
 ) -> None:
-    """Run the nightly sync once (pull -> features -> assign) as a Prefect flow against the configured org.
+    """Run the nightly sync once (pull -> check -> features -> check -> assign -> check -> store) as a
+    Prefect flow against the configured org. A failed check stops the run before anything is written
+    and names the check, what was observed and the limit (exit code 1).
 
     With no org configured that is the local synthetic sandbox org (said on the first line), and the
     evaluation against the sandbox's truth is printed at the end. The flow runs on the Prefect API you
@@ -183,7 +191,10 @@ def run(
             _use_local_prefect_unless_configured(resolved)
             from flows.nightly_sync import nightly_sync
 
-            summary = nightly_sync(as_of=moment, full_refresh=full_refresh)
+            summary = nightly_sync(as_of=moment, full_refresh=full_refresh, force=force or [], force_reason=reason)
+    except ValidationFailed as failed:
+        console.print(f"[red]{failed}[/red]", highlight=False)
+        raise typer.Exit(1) from failed
     except _EXPECTED_ERRORS as error:
         _fail(error)
     table = Table(title=f"Personas as of {summary.as_of:%Y-%m-%d %H:%M} UTC (catalog {summary.catalog_version}, "
@@ -193,9 +204,60 @@ def run(
     for persona, users in sorted(summary.distribution.items(), key=lambda item: -item[1]):
         table.add_row(persona, f"{users:,}")
     console.print(table)
+    _print_run_checks(settings, summary.run_id)
     truth = settings.sandbox_data_dir / "truth" / "truth.csv"
     if not settings.org_configured and truth.exists():
         _print_evaluation(settings, summary.run_id, truth, None)
+
+
+@app.command()
+def validate(
+    as_of: Annotated[Optional[datetime], typer.Option(
+        help="Check the features and assignments a run at this moment (UTC) would decide. [default: now]")] = None,
+) -> None:
+    """Run every check and guardrail on what is staged now, and on the features and assignments a run
+    would decide from it, without writing to the state database, Salesforce or any SQL target.
+
+    Prints the checks that did not pass and where the Data Docs are (<home>/data-docs/validate-<time>/);
+    exits 1 when a check fails, as the run would stop.
+    """
+    from connectors.salesforce.streams import STREAMS
+    from tasks.validation import validate_now
+
+    settings = load_settings()
+    moment = (as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else datetime.now(timezone.utc))
+    try:
+        checks, index = validate_now(settings.staging(), settings.state(), settings.validation(),
+                                     settings.personas(), list(STREAMS), moment)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    _print_checks(checks, index)
+    if any(check.stops_the_run for check in checks):
+        raise typer.Exit(1)
+
+
+def _print_run_checks(settings: Settings, run_id: str) -> None:
+    from expectations.checks import Check
+
+    state = _state(settings)
+    run = state.run(run_id)
+    _print_checks([Check(**check) for check in state.checks(run_id)], Path(run.data_docs) if run and run.data_docs
+                  else None)
+
+
+def _print_checks(checks, index: Path | None) -> None:
+    counts = {status: sum(check.status == status for check in checks)
+              for status in ("passed", "warned", "forced", "skipped", "failed")}
+    console.print(f"Checks: " + ", ".join(f"{count} {status}" for status, count in counts.items() if count),
+                  highlight=False)
+    for check in checks:
+        if check.status in ("failed", "warned", "forced"):
+            colour = "red" if check.status == "failed" else "yellow"
+            samples = f" (e.g. {', '.join(check.samples)})" if check.samples else ""
+            console.print(f"  [{colour}]{check.status}[/{colour}] {check.stage}: {check.message}{samples}",
+                          highlight=False)
+    if index is not None:
+        console.print(f"Data Docs: {index}", highlight=False)
 
 
 @app.command()

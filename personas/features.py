@@ -467,6 +467,40 @@ FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)
 ACTIVITY_FEATURES: tuple[str, ...] = _ACTIVITY_NAMES
 
 
+def source_fields(names: Sequence[str]) -> dict[tuple[str, str], list[str]]:
+    """The staged fields behind features `names`: (object, field) -> the rates that count its rows, among
+    those `names` read (directly, or through the ratios and totals they divide or add). What a coverage check looks at: a
+    field empty for the whole org leaves its features blind. DirectReports reads User fields that every
+    org fills, so it names none."""
+    by_name = {feature.name: feature for feature in FEATURES}
+    fields: dict[tuple[str, str], list[str]] = {}
+    seen: set[str] = set()
+
+    def visit(name: str, seen: set[str]) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        measure = by_name[name].measure
+        if isinstance(measure, Rate):
+            for count in measure.counts:
+                for column in count.columns:
+                    rates = fields.setdefault((count.sobject, column), [])
+                    if name not in rates:
+                        rates.append(name)
+        elif isinstance(measure, Ratio):
+            for part in (measure.part, *measure.whole):
+                visit(part, seen)
+        elif isinstance(measure, Total):
+            for part in measure.parts:
+                visit(part, seen)
+
+    for name in names:
+        if name not in by_name:
+            raise FeatureError(f"unknown feature {name!r}; known: {', '.join(FEATURE_NAMES)}")
+        visit(name, seen)
+    return fields
+
+
 def feature_names() -> list[str]:
     """Every feature's name, in the order of the columns `compute_features` returns."""
     return list(FEATURE_NAMES)

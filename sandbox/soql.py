@@ -326,17 +326,21 @@ def _syntax_error(soql: str, error: UnexpectedInput) -> SoqlError:
 # --- compilation ---------------------------------------------------------------------------------
 
 def compile_soql(soql: str, schema: Mapping[str, SObjectSchema], *, now: datetime,
-                 include_deleted: bool = False, for_bulk: bool = False) -> CompiledQuery:
+                 include_deleted: bool = False, for_bulk: bool = False,
+                 hidden_rows: Mapping[str, float] | None = None) -> CompiledQuery:
     """`soql` checked against `schema` and compiled to SQLite SQL over the org database.
 
     `now` anchors relative date literals (TODAY, LAST_N_DAYS:n...; naive means UTC). Soft-deleted rows
     are left out unless `include_deleted` (queryAll). With `for_bulk` the query is checked against what
     Bulk API 2.0 accepts and every selected value comes back as CSV-ready text (NULL stays NULL).
+    `hidden_rows` (object name -> share 0..1) makes that share of an object's rows invisible to the caller, as to an integration user
+    whose sharing access shrank (a fault: the org answers, just with fewer rows, counts included).
     Raises SoqlError with Salesforce's error code and message.
     """
     query = _parse(soql)
     sobject = _find_sobject(schema, query.sobject)
-    return _Compiler(sobject, schema, now, for_bulk).compile(query, include_deleted)
+    hidden_share = (hidden_rows or {}).get(sobject.name, 0.0)
+    return _Compiler(sobject, schema, now, for_bulk).compile(query, include_deleted, hidden_share)
 
 
 def _find_sobject(schema: Mapping[str, SObjectSchema], name: str) -> SObjectSchema:
@@ -391,7 +395,7 @@ class _Compiler:
         self.joins: dict[str, _Join] = {}
         self.params: list = []
 
-    def compile(self, query: _Query, include_deleted: bool) -> CompiledQuery:
+    def compile(self, query: _Query, include_deleted: bool, hidden_share: float = 0.0) -> CompiledQuery:
         counts = [item for item in query.items if not isinstance(item, _FieldItem)]
         if counts and self.for_bulk:
             raise SoqlError("MALFORMED_QUERY", "Aggregate queries such as COUNT() are not supported in Bulk API "
@@ -415,6 +419,8 @@ class _Compiler:
         conditions = []
         if self.sobject.has_soft_delete and not include_deleted:
             conditions.append('t0."IsDeleted" = 0')
+        if hidden_share > 0:  # the same rows stay hidden in every query: a stable slice of rowids
+            conditions.append(f"(t0.rowid % 1000) >= {int(round(min(hidden_share, 1.0) * 1000))}")
         if self.sobject.required_filter:
             self._check_required_filter(query.where)
         if query.where is not None:

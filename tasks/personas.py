@@ -34,6 +34,8 @@ class AssignmentSummary:
     users: int
     distribution: dict[str, int]  # persona label (or Unassigned) -> users
     features_path: Path
+    # The assignments themselves (index user Id), kept here until validation lets them be stored.
+    assignments_path: Path
 
 
 def catalog_for(config: PersonasConfig) -> Catalog:
@@ -59,18 +61,37 @@ def compute_and_store_features(config: PersonasConfig, staging: StagingConfig, a
     return path
 
 
-def assign_and_store(config: PersonasConfig, state_config: StateConfig, features_file: Path, run_id: str,
-                     as_of: datetime) -> AssignmentSummary:
-    """Assigns every user a persona (stable against their current one) and stores it under `run_id`."""
+def candidates_path(config: PersonasConfig, run_id: str) -> Path:
+    """Where a run keeps the assignments it decided until validation passes them (one file per run)."""
+    return config.features_dir.parent / "assignments" / f"assignments-{run_id}.parquet"
+
+
+def assign_candidates(config: PersonasConfig, state_config: StateConfig, features_file: Path, run_id: str,
+                      as_of: datetime) -> AssignmentSummary:
+    """Assigns every user a persona (stable against their current one), into a file of the run: nothing
+    is stored until the run's checks pass (`store_assignments`)."""
     catalog = catalog_for(config)
     features = pd.read_parquet(features_file)
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
         current = state.latest_assignments(before=as_of)
-        assignments = assign(features, catalog, current=current["persona"] if len(current) else None,
-                             stability_margin=config.stability_margin)
-        state.save_assignments(run_id, as_of, catalog.version, assignments)
+    assignments = assign(features, catalog, current=current["persona"] if len(current) else None,
+                         stability_margin=config.stability_margin)
+    path = candidates_path(config, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    assignments.to_parquet(temporary)
+    temporary.replace(path)
     distribution = assignments["persona"].value_counts().sort_index().to_dict()
     log.info("assign: %d users, catalog %s: %s", len(assignments), catalog.version, distribution)
     return AssignmentSummary(run_id, as_of, catalog.version, len(assignments),
-                             {str(key): int(value) for key, value in distribution.items()}, features_file)
+                             {str(key): int(value) for key, value in distribution.items()}, features_file, path)
+
+
+def store_assignments(state_config: StateConfig, summary: AssignmentSummary) -> int:
+    """Stores a validated run's assignments under its run id: from now on they are every user's current
+    persona (what the next run keeps stable and compares with)."""
+    assignments = pd.read_parquet(summary.assignments_path)
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        return state.save_assignments(summary.run_id, summary.as_of, summary.catalog_version, assignments)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from expectations.checks import Check
 from tasks.personas import AssignmentSummary
 from tasks.pull import PullReport
 
 
-def run_counts(report: PullReport, summary: AssignmentSummary) -> dict[str, Any]:
-    """The counts the run ledger keeps for a nightly sync."""
-    return {**report.counts(), "users": summary.users, "personas": summary.distribution}
+def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Check],
+               staged_rows: dict[str, int] | None) -> dict[str, Any]:
+    """The counts the run ledger keeps for a nightly sync: what was pulled and assigned, the checks that
+    warned or were forced, and the staged rows per object (what the next run's collapse check compares
+    with)."""
+    return {**report.counts(), "users": summary.users, "personas": summary.distribution,
+            "checks": {status: [check.name for check in checks if check.status == status]
+                       for status in ("warned", "forced")},
+            "staged_rows": staged_rows or {}}
 
 
 def distribution_rows(summary: AssignmentSummary) -> list[dict[str, Any]]:
@@ -18,11 +25,17 @@ def distribution_rows(summary: AssignmentSummary) -> list[dict[str, Any]]:
     return [{"persona": persona, "users": users} for persona, users in summary.distribution.items()]
 
 
-def summary_markdown(report: PullReport, summary: AssignmentSummary) -> str:
-    """A run's summary in Markdown: as-of, catalog, what was pulled, and the persona distribution."""
+def summary_markdown(report: PullReport, summary: AssignmentSummary, checks: list[Check] | None = None) -> str:
+    """A run's summary in Markdown: as-of, catalog, what was pulled, the checks that warned or were
+    forced, and the persona distribution."""
     lines = [f"# Nightly sync {summary.run_id}", "",
              f"As-of **{summary.as_of:%Y-%m-%d %H:%M} UTC**, catalog **{summary.catalog_version}**.", "",
              f"Pulled {report.rows:,} rows ({report.quarantined:,} quarantined, {report.held:,} waiting for their "
              f"user) with {report.api_calls:,} API calls.", "", "| persona | users |", "|---|---:|"]
     lines += [f"| {row['persona']} | {row['users']:,} |" for row in distribution_rows(summary)]
+    noted = [check for check in checks or [] if check.status in ("warned", "forced")]
+    if checks is not None:
+        lines += ["", f"{len(checks)} checks passed or were skipped" if not noted else
+                  f"{len(noted)} of {len(checks)} checks warned or were forced:"]
+        lines += [f"- **{check.status}** ({check.stage}): {check.message}" for check in noted]
     return "\n".join(lines)

@@ -12,12 +12,16 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from connectors.salesforce.streams import STREAMS
-from core.configs import PersonasConfig, PullConfig, SalesforceConfig, StagingConfig, StateConfig
-from tasks.personas import AssignmentSummary, assign_and_store, compute_and_store_features
+from core.configs import PersonasConfig, PullConfig, SalesforceConfig, StagingConfig, StateConfig, ValidationConfig
+from core.errors import ValidationFailed
+from expectations.checks import Check, checks_markdown
+from tasks import validation
+from tasks.personas import (AssignmentSummary, assign_candidates, catalog_for, compute_and_store_features,
+                            store_assignments)
 from tasks.pull import PullReport, run_pull
 from tasks.reporting import distribution_rows, summary_markdown
 
@@ -43,16 +47,77 @@ def features(config: PersonasConfig, staging: StagingConfig, as_of: datetime) ->
 @task(name="assignments", cache_policy=NO_CACHE)
 def assignments(config: PersonasConfig, state: StateConfig, features_file: Path, run_id: str,
                 as_of: datetime) -> AssignmentSummary:
-    """Personas from the catalog, stored with the run id, as-of and catalog version."""
-    summary = assign_and_store(config, state, features_file, run_id, as_of)
+    """Personas from the catalog, decided but not stored yet (validation comes first)."""
+    summary = assign_candidates(config, state, features_file, run_id, as_of)
     get_run_logger().info("assigned %s users with catalog %s", f"{summary.users:,}", summary.catalog_version)
     return summary
 
 
+@task(name="staging-checks", cache_policy=NO_CACHE)
+def staging_checks(staging: StagingConfig, state: StateConfig, config: ValidationConfig, personas: PersonasConfig,
+                   run_id: str) -> validation.StageChecks:
+    """Staged objects and the coverage of the catalog's fields; stops the run when one fails."""
+    checked = validation.check_staging(staging, state, config, list(STREAMS), catalog_for(personas), run_id)
+    return _settled(state, config, run_id, checked)
+
+
+@task(name="feature-checks", cache_policy=NO_CACHE)
+def feature_checks(features_file: Path, staging: StagingConfig, state: StateConfig, config: ValidationConfig,
+                   personas: PersonasConfig, run_id: str) -> validation.StageChecks:
+    """The active users' features; stops the run when one check fails."""
+    checked = validation.check_features(features_file, staging, config, catalog_for(personas), run_id)
+    return _settled(state, config, run_id, checked)
+
+
+@task(name="assignment-checks", cache_policy=NO_CACHE)
+def assignment_checks(summary: AssignmentSummary, staging: StagingConfig, state: StateConfig,
+                      config: ValidationConfig, personas: PersonasConfig, forced: list[str]) -> validation.StageChecks:
+    """The candidate assignments and the guardrails; stops the run when one fails (a forced guardrail
+    does not)."""
+    checked = validation.check_assignments(summary.assignments_path, summary.features_path, staging, state, config,
+                                           catalog_for(personas), summary.as_of, summary.run_id, forced=forced)
+    return _settled(state, config, summary.run_id, checked)
+
+
+def _settled(state: StateConfig, config: ValidationConfig, run_id: str,
+             checked: validation.StageChecks) -> validation.StageChecks:
+    """Records a stage's checks; on a failure publishes the failing checks and the Data Docs link, then
+    raises (the flow run ends Failed with the message)."""
+    logger = get_run_logger()
+    try:
+        index = validation.record(state, config, run_id, checked)
+    except ValidationFailed as failed:
+        create_markdown_artifact(key="validation-failed", markdown=checks_markdown(
+            checked.checks, title=f"Validation failed: nothing was written (run {run_id})",
+            data_docs=failed.data_docs), description="The checks that stopped the run")
+        _link_docs(failed.data_docs, run_id)
+        logger.error("%s", failed)
+        raise
+    _link_docs(str(index), run_id)
+    logger.info("%s checks: %d passed, %d warned, %d forced; Data Docs: %s", checked.checks[0].stage if checked.checks
+                else "no", sum(c.status == "passed" for c in checked.checks), len(checked.warned),
+                sum(c.status == "forced" for c in checked.checks), index)
+    return checked
+
+
+def _link_docs(path: str | None, run_id: str) -> None:
+    if path:
+        create_link_artifact(key="data-docs", link=Path(path).resolve().as_uri(), link_text="Data Docs",
+                             description=f"The checks of run {run_id}, as HTML")
+
+
+@task(name="stored-assignments", cache_policy=NO_CACHE)
+def stored_assignments(state: StateConfig, summary: AssignmentSummary) -> int:
+    """The validated assignments, stored as every user's current persona."""
+    rows = store_assignments(state, summary)
+    get_run_logger().info("stored %s assignments of run %s", f"{rows:,}", summary.run_id)
+    return rows
+
+
 @task(name="run-summary", cache_policy=NO_CACHE)
-def run_summary(report: PullReport, summary: AssignmentSummary) -> None:
-    """The run's summary and persona distribution, as artifacts in the Prefect UI."""
+def run_summary(report: PullReport, summary: AssignmentSummary, checks: list[Check]) -> None:
+    """The run's summary, persona distribution and checks that did not simply pass, as artifacts."""
     create_table_artifact(key="persona-distribution", table=distribution_rows(summary),
                           description=f"Personas at {summary.as_of:%Y-%m-%d %H:%M} UTC, catalog "
                                       f"{summary.catalog_version}, run {summary.run_id}")
-    create_markdown_artifact(key="nightly-sync", markdown=summary_markdown(report, summary))
+    create_markdown_artifact(key="nightly-sync", markdown=summary_markdown(report, summary, checks))

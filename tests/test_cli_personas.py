@@ -12,7 +12,7 @@ from connectors.state import StateStore
 from persona_sync.cli import app
 from personas.catalog import default_catalog_path
 from sandbox.runner import RunningSandbox
-from tasks.personas import assign_and_store, compute_and_store_features
+from tasks.personas import assign_candidates, compute_and_store_features, store_assignments
 from tests.conftest import pull_org, sandbox_environment, sandbox_settings
 
 runner = CliRunner()
@@ -45,7 +45,7 @@ def assigned(fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.
     run_id = state.start_run("test", {})
     pull_org(settings, run_id=run_id)
     features_file = compute_and_store_features(settings.personas(), settings.staging(), AS_OF)
-    assign_and_store(settings.personas(), settings.state(), features_file, run_id, AS_OF)
+    store_assignments(settings.state(), assign_candidates(settings.personas(), settings.state(), features_file, run_id, AS_OF))
     return fresh_sandbox
 
 

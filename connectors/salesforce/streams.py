@@ -1,7 +1,7 @@
 """What persona-sync pulls from Salesforce: one declaration per object, in one place.
 
-Each stream names an sObject, the fields persona features need (and no others: every extra column
-costs download time on a large org), the activity it feeds, its cursor field for incremental pulls,
+Each stream names an sObject and its Id key prefix, the fields persona features need (and no others:
+every extra column costs download time on a large org), the activity it feeds, its cursor field for incremental pulls,
 and the user reference that ties a row to a person (tasks/screening.py says what happens to a row whose
 user is missing, not staged yet, or a queue). Types come from the org's own describe at pull time, so a
 real org and the sandbox are read the same way.
@@ -21,6 +21,7 @@ class Stream:
     """One sObject to pull."""
 
     sobject: str
+    key_prefix: str  # the first three characters of every Id of the object (the same in every org)
     fields: tuple[str, ...]
     feeds: str  # the activity (or context) these rows describe, for people reading the plan
     cursor: str = "SystemModstamp"
@@ -47,56 +48,56 @@ _AUDIT = ("CreatedById", "CreatedDate")
 
 STREAMS: tuple[Stream, ...] = (
     # Reference data first: users are what every other row is checked against.
-    Stream("User", ("Username", "Name", "Title", "Department", "ProfileId", "UserRoleId", "ManagerId", "IsActive",
+    Stream("User", "005", ("Username", "Name", "Title", "Department", "ProfileId", "UserRoleId", "ManagerId", "IsActive",
                     "UserType", "CreatedDate", "LastLoginDate"),
            feeds="the people: context (title, department, profile, role, manager) and current persona fields",
            user_field=None, soft_delete=False, full_history=True,
            # The persona fields persona-sync writes: an org has them once its admin has created them.
            optional=("Persona__c", "Persona_Score__c", "Persona_Confidence__c", "Persona_Reason__c",
                      "Persona_Updated__c")),
-    Stream("Profile", ("Name",), feeds="profile names (context only)", user_field=None, soft_delete=False,
+    Stream("Profile", "00e", ("Name",), feeds="profile names (context only)", user_field=None, soft_delete=False,
            full_history=True),
-    Stream("UserRole", ("Name", "ParentRoleId"), feeds="role names (context only)", user_field=None,
+    Stream("UserRole", "00E", ("Name", "ParentRoleId"), feeds="role names (context only)", user_field=None,
            soft_delete=False, full_history=True),
     # Sales activity.
-    Stream("Task", ("OwnerId", "TaskSubtype", "Type", "Status", "IsClosed", "ActivityDate", "CallType", "WhoId",
+    Stream("Task", "00T", ("OwnerId", "TaskSubtype", "Type", "Status", "IsClosed", "ActivityDate", "CallType", "WhoId",
                     "WhatId", *_AUDIT),
            feeds="calls (and their direction), emails and list emails logged, and what they were about"),
-    Stream("Event", ("OwnerId", "StartDateTime", "DurationInMinutes", "WhoId", "WhatId", *_AUDIT),
+    Stream("Event", "00U", ("OwnerId", "StartDateTime", "DurationInMinutes", "WhoId", "WhatId", *_AUDIT),
            feeds="meetings, and whether a customer took part"),
-    Stream("Lead", ("OwnerId", "Status", "IsConverted", "ConvertedDate", *_AUDIT), feeds="leads created and converted"),
-    Stream("Opportunity", ("OwnerId", "StageName", "IsClosed", "IsWon", "Type", "CloseDate", *_AUDIT),
+    Stream("Lead", "00Q", ("OwnerId", "Status", "IsConverted", "ConvertedDate", *_AUDIT), feeds="leads created and converted"),
+    Stream("Opportunity", "006", ("OwnerId", "StageName", "IsClosed", "IsWon", "Type", "CloseDate", *_AUDIT),
            feeds="opportunities created, won, and upsell / renewal"),
-    Stream("Quote", ("OwnerId", "Status", *_AUDIT), feeds="quotes prepared"),
-    Stream("Contract", ("OwnerId", "Status", "ActivatedDate", *_AUDIT), feeds="contracts"),
-    Stream("Contact", ("OwnerId", *_AUDIT), feeds="contacts created"),
+    Stream("Quote", "0Q0", ("OwnerId", "Status", *_AUDIT), feeds="quotes prepared"),
+    Stream("Contract", "800", ("OwnerId", "Status", "ActivatedDate", *_AUDIT), feeds="contracts"),
+    Stream("Contact", "003", ("OwnerId", *_AUDIT), feeds="contacts created"),
     # History rows have no SystemModstamp and leave only with their parent record: no deletions to pull.
-    Stream("ContactHistory", ("ContactId", "Field", *_AUDIT), feeds="contacts updated", cursor="CreatedDate",
+    Stream("ContactHistory", "017", ("ContactId", "Field", *_AUDIT), feeds="contacts updated", cursor="CreatedDate",
            user_field="CreatedById", soft_delete=False),
     # Service activity.
-    Stream("Case", ("OwnerId", "Status", "IsClosed", "ClosedDate", "IsEscalated", "Origin", *_AUDIT),
+    Stream("Case", "500", ("OwnerId", "Status", "IsClosed", "ClosedDate", "IsEscalated", "Origin", *_AUDIT),
            feeds="cases closed and escalated"),
-    Stream("CaseComment", ("ParentId", "IsPublished", *_AUDIT), feeds="case comments", user_field="CreatedById"),
-    Stream("CaseHistory", ("CaseId", "Field", "OldValue", "NewValue", *_AUDIT), feeds="case reassignments",
+    Stream("CaseComment", "00a", ("ParentId", "IsPublished", *_AUDIT), feeds="case comments", user_field="CreatedById"),
+    Stream("CaseHistory", "017", ("CaseId", "Field", "OldValue", "NewValue", *_AUDIT), feeds="case reassignments",
            cursor="CreatedDate", user_field="CreatedById", soft_delete=False),
-    Stream("KnowledgeArticleVersion", ("KnowledgeArticleId", "PublishStatus", "VersionNumber", *_AUDIT),
+    Stream("KnowledgeArticleVersion", "ka0", ("KnowledgeArticleId", "PublishStatus", "VersionNumber", *_AUDIT),
            feeds="knowledge articles written", user_field="CreatedById",
            required_filter="PublishStatus IN ('Online', 'Draft', 'Archived')", soft_delete=False),
     # Analytics, administration and collaboration.
-    Stream("Report", ("OwnerId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
+    Stream("Report", "00O", ("OwnerId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
            feeds="reports created or modified", user_field="CreatedById"),
-    Stream("Dashboard", ("RunningUserId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
+    Stream("Dashboard", "01Z", ("RunningUserId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
            feeds="dashboards created or modified", user_field="CreatedById"),
-    Stream("SetupAuditTrail", ("Action", "Section", *_AUDIT), feeds="setup changes and users created",
+    Stream("SetupAuditTrail", "0Ym", ("Action", "Section", *_AUDIT), feeds="setup changes and users created",
            cursor="CreatedDate", user_field="CreatedById", soft_delete=False),
-    Stream("FeedItem", ("ParentId", "Type", *_AUDIT), feeds="Chatter posts", user_field="CreatedById"),
+    Stream("FeedItem", "0D5", ("ParentId", "Type", *_AUDIT), feeds="Chatter posts", user_field="CreatedById"),
     # Marketing.
-    Stream("Campaign", ("OwnerId", "Type", "Status", *_AUDIT), feeds="campaigns"),
-    Stream("ListEmail", ("OwnerId", "Status", *_AUDIT), feeds="list (bulk) emails"),
-    Stream("EmailTemplate", ("OwnerId", "TemplateType", "LastModifiedById", *_AUDIT), feeds="email templates",
+    Stream("Campaign", "701", ("OwnerId", "Type", "Status", *_AUDIT), feeds="campaigns"),
+    Stream("ListEmail", "0XB", ("OwnerId", "Status", *_AUDIT), feeds="list (bulk) emails"),
+    Stream("EmailTemplate", "00X", ("OwnerId", "TemplateType", "LastModifiedById", *_AUDIT), feeds="email templates",
            soft_delete=False),
     # Logins, by channel.
-    Stream("LoginHistory", ("UserId", "LoginType", "Application", "Platform", "ApiType", "Status"),
+    Stream("LoginHistory", "0Ya", ("UserId", "LoginType", "Application", "Platform", "ApiType", "Status"),
            feeds="logins by channel (browser, mobile, API)", cursor="LoginTime", user_field="UserId",
            soft_delete=False),
 )

@@ -25,6 +25,7 @@ class RunRecord:
     counts: dict[str, Any] | None = None
     api_calls: int | None = None
     error: str | None = None
+    data_docs: str | None = None
 
 
 @dataclass(frozen=True)

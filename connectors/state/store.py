@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.state.errors import LockedError, OrgMismatchError, StateError
 from connectors.state.records import LedgerEntry, PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
-from connectors.state.tables import (AssignmentRow, LockRow, OrgRow, PullStatsRow, QuarantineRow, RunRow,
+from connectors.state.tables import (AssignmentRow, CheckRow, LockRow, OrgRow, PullStatsRow, QuarantineRow, RunRow,
                                      WatermarkRow, as_utc)
 from core.configs import StateConfig
 
@@ -157,6 +157,46 @@ class StateStore:
                                    .limit(limit))
             return [_run_record(row) for row in rows]
 
+    def last_good_counts(self, key: str, flows: Sequence[str]) -> dict[str, Any] | None:
+        """`counts[key]` of the latest succeeded run of one of `flows` that recorded it (None: no such run):
+        what the last good run saw, for checks that compare a run with it."""
+        query = (select(RunRow).where(RunRow.status == "succeeded", RunRow.flow.in_(list(flows)))
+                 .order_by(RunRow.started_at.desc(), RunRow.id.desc()))
+        with self._sessions() as session:
+            for row in session.scalars(query):
+                if row.counts and key in row.counts:
+                    return row.counts[key]
+        return None
+
+    def set_data_docs(self, run_id: str, path: str) -> None:
+        """Records where the run's Data Docs (its checks as HTML) are."""
+        with self._transaction(f"record the Data Docs of run {run_id}") as session:
+            session.execute(update(RunRow).where(RunRow.id == run_id).values(data_docs=path))
+
+    # --- checks -------------------------------------------------------------------------------------------
+
+    def save_checks(self, run_id: str, checks: Sequence[dict[str, Any]]) -> None:
+        """Records checks of run `run_id` (dicts with stage, name, status, observed, limit, message, samples,
+        guardrail). Saving a stage again replaces that stage's checks, so a retried task converges."""
+        now = _now()
+        rows = [{"run_id": run_id, "stage": check["stage"], "name": check["name"][:255], "status": check["status"],
+                 "observed": check["observed"], "limit": check["limit"], "message": check["message"],
+                 "samples": [str(sample) for sample in check.get("samples", ())], "guardrail": bool(check["guardrail"]),
+                 "recorded_at": now} for check in checks]
+        stages = sorted({row["stage"] for row in rows})
+        with self._transaction(f"record the checks of run {run_id}") as session:
+            session.execute(delete(CheckRow).where(CheckRow.run_id == run_id, CheckRow.stage.in_(stages)))
+            if rows:
+                session.execute(insert(CheckRow), rows)
+
+    def checks(self, run_id: str) -> list[dict[str, Any]]:
+        """The checks run `run_id` recorded, in the order they were recorded."""
+        query = select(CheckRow).where(CheckRow.run_id == run_id).order_by(CheckRow.id)
+        with self._sessions() as session:
+            return [{"stage": row.stage, "name": row.name, "status": row.status, "observed": row.observed,
+                     "limit": row.limit, "message": row.message, "samples": tuple(row.samples),
+                     "guardrail": row.guardrail} for row in session.scalars(query)]
+
     # --- watermarks ---------------------------------------------------------------------------------------
 
     def watermark(self, sobject: str) -> Watermark | None:
@@ -250,6 +290,16 @@ class StateStore:
                                       last_seen_at=row.last_seen_at)
                     for row in session.scalars(query)]
 
+    def quarantine_counts(self) -> dict[str, dict[str, int]]:
+        """Records in quarantine now, per object and reason: {sobject: {reason: count}}."""
+        query = (select(QuarantineRow.sobject, QuarantineRow.reason, func.count())
+                 .group_by(QuarantineRow.sobject, QuarantineRow.reason))
+        counts: dict[str, dict[str, int]] = {}
+        with self._sessions() as session:
+            for sobject, reason, count in session.execute(query):
+                counts.setdefault(sobject, {})[reason] = int(count)
+        return counts
+
     def release_quarantine(self, sobject: str, record_ids: list[str]) -> None:
         """Takes records out of quarantine (for every reason) because they have now arrived clean."""
         with self._transaction() as session:
@@ -315,14 +365,17 @@ class StateStore:
         with self._sessions() as session:
             return _assignment_frame(session.scalars(query))
 
-    def latest_assignments(self, *, before: datetime | None = None) -> pd.DataFrame:
-        """The assignments of the latest run that stored some (with an as-of before `before`, if given).
+    def latest_assignments(self, *, before: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
+        """The assignments of the latest run that stored some (with an as-of before `before`, or at or before
+        `until`, if given).
 
         This is every user's current persona, which stability keeps unless a new one clearly wins.
         """
         query = select(AssignmentRow.run_id, AssignmentRow.as_of).join(RunRow, RunRow.id == AssignmentRow.run_id)
         if before is not None:
             query = query.where(AssignmentRow.as_of < as_utc(before, "before"))
+        if until is not None:
+            query = query.where(AssignmentRow.as_of <= as_utc(until, "until"))
         query = query.order_by(AssignmentRow.as_of.desc(), RunRow.started_at.desc()).limit(1)
         with self._sessions() as session:
             latest = session.execute(query).first()
@@ -527,4 +580,4 @@ def _optional_text(value: object) -> str | None:
 def _run_record(row: RunRow) -> RunRecord:
     return RunRecord(id=row.id, flow=row.flow, parameters=row.parameters, status=row.status,
                      started_at=row.started_at, finished_at=row.finished_at, counts=row.counts,
-                     api_calls=row.api_calls, error=row.error)
+                     api_calls=row.api_calls, error=row.error, data_docs=row.data_docs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, Dialect, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, CheckConstraint, DateTime, Dialect, Float, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -77,6 +77,8 @@ class RunRow(StateBase):
     counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     api_calls: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # The index page of the run's Data Docs (the HTML report of its checks), once validation wrote them.
+    data_docs: Mapped[str | None] = mapped_column(Text)
 
 
 class WatermarkRow(StateBase):
@@ -181,3 +183,24 @@ class LockRow(StateBase):
     purpose: Mapped[str] = mapped_column(String(255))
     acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CheckRow(StateBase):
+    """One check of a run's validation (an expectation, a coverage check or a guardrail) and its outcome:
+    what stopped a run, what only warned, and which guardrail an operator forced, with the samples."""
+
+    __tablename__ = "checks"
+    __table_args__ = (CheckConstraint("status IN ('passed', 'warned', 'failed', 'forced', 'skipped')",
+                                      name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    observed: Mapped[str] = mapped_column(Text)
+    limit: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    samples: Mapped[list[str]] = mapped_column(JSON)
+    guardrail: Mapped[bool] = mapped_column(Boolean)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)

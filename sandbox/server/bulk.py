@@ -352,7 +352,7 @@ def create_query_job(call: Call) -> Response:
 def _compile_query(state: SandboxState, soql: str, operation: str, now: datetime) -> CompiledQuery:
     try:
         return compile_soql(soql, state.store.schema, now=now, include_deleted=operation == "queryAll",
-                            for_bulk=True)
+                            for_bulk=True, hidden_rows=state.faults.hidden_rows())
     except SoqlError as error:
         raise ApiError(400, error.error_code, error.message) from None
 

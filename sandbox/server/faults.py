@@ -29,6 +29,9 @@ class FaultSettings:
     cut_bulk_downloads: int = 0
     # Record ids whose updates fail with FIELD_CUSTOM_VALIDATION_EXCEPTION (REST, collections, Bulk).
     fail_update_ids: list[str] = field(default_factory=list)
+    # Object name -> share of its rows (0..1) hidden from every query, as from an integration user that
+    # lost access to them: the pull succeeds with fewer rows (a truncated pull).
+    hidden_rows: dict[str, float] = field(default_factory=dict)
     # Delay added to every API response, in milliseconds.
     slow_ms: int = 0
     # Seed for the random choices (which calls get a 503), so tests are repeatable.
@@ -110,6 +113,11 @@ class Faults:
                 self._cuts_left -= 1
                 return True
             return False
+
+    def hidden_rows(self) -> dict[str, float]:
+        """Object name -> the share of its rows queries do not see."""
+        with self._lock:
+            return dict(self.settings.hidden_rows)
 
     def update_fails(self, record_id: str) -> bool:
         """Whether an update of `record_id` is to fail validation."""

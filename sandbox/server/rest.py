@@ -143,7 +143,8 @@ def _page_response(call: Call, compiled: CompiledQuery, rows: list, total: int, 
 
 def _compile(call: Call, soql: str, include_deleted: bool, now: datetime) -> CompiledQuery:
     try:
-        return compile_soql(soql, call.state.store.schema, now=now, include_deleted=include_deleted)
+        return compile_soql(soql, call.state.store.schema, now=now, include_deleted=include_deleted,
+                            hidden_rows=call.state.faults.hidden_rows())
     except SoqlError as error:
         raise ApiError(400, error.error_code, error.message) from None
 
@@ -342,3 +343,4 @@ def _record_error(result: RecordResult) -> ApiError:
 
 def _method_not_allowed(method: str, allowed: str) -> ApiError:
     return ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed. Allowed are {allowed}")
+

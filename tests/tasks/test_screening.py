@@ -16,7 +16,7 @@ from connectors.salesforce.streams import Stream
 from core.errors import SalesforceError
 from tasks.screening import screen
 
-STREAM = Stream("Task", ("OwnerId", "IsClosed", "ActivityDate", "CallDurationInSeconds", "CreatedDate"),
+STREAM = Stream("Task", "00T", ("OwnerId", "IsClosed", "ActivityDate", "CallDurationInSeconds", "CreatedDate"),
                 feeds="test")
 TYPES = {"Id": "id", "OwnerId": "reference", "IsClosed": "boolean", "ActivityDate": "date",
          "CallDurationInSeconds": "int", "CreatedDate": "datetime", "SystemModstamp": "datetime"}

@@ -1,0 +1,329 @@
+"""Validation stages: each gathers what one stage produced, runs its suites (expectations/) and says
+whether the run may go on. Nothing here writes to Salesforce or to any SQL target.
+
+- `check_staging`: every staged object row by row (Ids, users, times, booleans; Great Expectations over
+  chunks of Id buckets, so memory stays bounded), then per object (rows not collapsed since the last
+  good run, share quarantined) and the coverage of the fields the catalog reads (filled somewhere?).
+  One pass over staging reads each object once, only the columns the checks need.
+- `check_features`: the active users' features.
+- `check_assignments`: the active users' candidate assignments, then the guardrails against the last
+  good run's stored assignments (forced ones for this run only).
+- `validate_now`: all of them on what is staged now, writing nothing (`persona-sync validate`).
+
+Each returns a `StageChecks` (the checks and where its Data Docs are); `record` keeps them in the run
+ledger and raises `ValidationFailed` (naming each failed check, the observed value and the limit) when
+one failed. The run's Data Docs live under `<data-docs>/<run id>/`: one GX site per stage, and an
+index page of every check of the run.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import tempfile
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connectors.salesforce.streams import Stream
+from connectors.staging import Staging
+from connectors.state import StateStore
+from core.configs import PersonasConfig, StagingConfig, StateConfig, ValidationConfig
+from core.errors import ConfigurationError, ValidationFailed
+from expectations import suites
+from expectations.checks import STAGES, Check, Stage, failure_message
+from expectations.guardrails import GUARDRAILS, check_guardrails
+from expectations.runner import GxRunner
+from personas.catalog import UNASSIGNED, Catalog
+from personas.features import FEATURES, PER_30_DAYS, SHARE, source_fields
+from tasks.personas import assign_candidates, catalog_for, compute_and_store_features
+
+log = logging.getLogger(__name__)
+
+# Rows of a staged object validated at once (whole Id buckets are added until a chunk reaches this).
+CHUNK_ROWS = 400_000
+# The flows whose succeeded runs are the "last good run" a run is compared with.
+SYNC_FLOWS = ("nightly_sync", "backfill")
+
+
+@dataclass(frozen=True)
+class StageChecks:
+    """What one validation stage found. `staged_rows`: rows per object (the staging stage only), kept in
+    the ledger so the next run can tell a collapse from a quiet night."""
+
+    checks: list[Check]
+    data_docs: Path | None
+    staged_rows: dict[str, int] | None = None
+
+    @property
+    def failed(self) -> list[Check]:
+        return [check for check in self.checks if check.stops_the_run]
+
+    @property
+    def warned(self) -> list[Check]:
+        return [check for check in self.checks if check.status == "warned"]
+
+
+def check_forcing(forced: Collection[str], reason: str | None) -> None:
+    """Refuses a --force that names no guardrail, or comes without a reason, before anything runs."""
+    unknown = sorted(set(forced) - set(GUARDRAILS))
+    if unknown:
+        raise ConfigurationError(f"--force {', '.join(unknown)}: only guardrails can be forced ({', '.join(GUARDRAILS)}); "
+                                 "schema and data-quality checks cannot, fix the data instead")
+    if forced and not (reason and reason.strip()):
+        raise ConfigurationError("--force needs --reason TEXT: why this run may exceed the guardrail "
+                                 "(it is recorded in the run ledger)")
+
+
+def stage_docs_dir(config: ValidationConfig, run_name: str, stage: str) -> Path:
+    """Where one stage's Data Docs go for a run (or a `persona-sync validate`)."""
+    return config.data_docs_dir / run_name / stage
+
+
+# --- staging ------------------------------------------------------------------------------------------
+
+def check_staging(staging_config: StagingConfig, state_config: StateConfig, config: ValidationConfig,
+                  streams: list[Stream], catalog: Catalog, run_name: str) -> StageChecks:
+    """Staged objects, row by row and per object, and the coverage of the catalog's fields."""
+    staging = Staging.from_config(staging_config)
+    coverage_fields = source_fields(catalog.features)
+    runner = GxRunner(stage_docs_dir(config, run_name, "staging"))
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        watermarks = {stream.sobject: state.watermark(stream.sobject) for stream in streams}
+        quarantine = state.quarantine_counts()
+        baseline = state.last_good_counts("staged_rows", SYNC_FLOWS) or {}
+    checks: list[Check] = []
+    rows: dict[str, int] = {}
+    filled: dict[tuple[str, str], int] = {}
+    for stream in streams:
+        scan = _ObjectScan(staging, stream, [field for (sobject, field) in coverage_fields if sobject == stream.sobject])
+        watermark = watermarks[stream.sobject]
+        expects = suites.staged_rows(
+            stream.sobject, stream.key_prefix, user_field=stream.user_field if scan.has(stream.user_field) else None,
+            cursor=stream.cursor, cursor_from=None if stream.full_history or watermark is None else watermark.history_start,
+            cursor_to=watermark.value if watermark is not None else None,
+            created_field="CreatedDate" if scan.has("CreatedDate") else None, booleans=scan.booleans)
+        checks += runner.validate("staging", f"staged {stream.sobject}", expects, scan.frames(), id_column="Id")
+        rows[stream.sobject] = scan.rows
+        for field, count in scan.filled.items():
+            filled[(stream.sobject, field)] = count
+    summary = _object_summary(rows, baseline, quarantine, config)
+    checks += runner.validate("staging", "staged objects", suites.staged_objects(
+        summary, max_row_drop=config.max_row_drop, max_quarantined_share=config.max_quarantined_share),
+        [summary], id_column="sobject")
+    fields = _coverage_frame(coverage_fields, filled, rows)
+    checks += runner.validate("coverage", "catalog fields", suites.catalog_fields(fields), [fields], id_column="field")
+    return StageChecks(checks, runner.build_docs(), rows)
+
+
+class _ObjectScan:
+    """One pass over a staged object: frames of the columns the checks read, in chunks of whole Id
+    buckets, counting its rows and how many fill each coverage field on the way."""
+
+    def __init__(self, staging: Staging, stream: Stream, coverage: list[str]) -> None:
+        self.staging = staging
+        self.stream = stream
+        staged = staging.columns_in_every_file(stream.sobject) or set()
+        self._staged = staged
+        wanted = ["Id", stream.user_field, stream.cursor, "CreatedDate", *self.booleans_of(stream, staged)]
+        self.check_columns = [name for name in dict.fromkeys(wanted) if name and name in staged]
+        self.coverage = [name for name in dict.fromkeys(coverage) if name in staged]
+        # A coverage field no staged file has is empty for the whole org.
+        self.filled = {name: 0 for name in dict.fromkeys(coverage)}
+        self.rows = 0
+
+    @staticmethod
+    def booleans_of(stream: Stream, staged: set[str]) -> list[str]:
+        # Salesforce names its checkbox fields Is...: IsActive, IsClosed, IsWon, IsConverted, IsEscalated.
+        return [name for name in stream.columns if name.startswith("Is") and name[2:3].isupper() and name in staged]
+
+    @property
+    def booleans(self) -> list[str]:
+        return self.booleans_of(self.stream, self._staged)
+
+    def has(self, column: str | None) -> bool:
+        return column is not None and column in self.check_columns
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        if not self.check_columns:
+            return
+        columns = list(dict.fromkeys([*self.check_columns, *self.coverage]))
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for bucket in self.staging.buckets(self.stream.sobject, columns):
+            if not bucket.num_rows:
+                continue
+            self.rows += bucket.num_rows
+            for name in self.coverage:
+                self.filled[name] += _filled(bucket[name])
+            pending.append(bucket.select(self.check_columns))
+            pending_rows += bucket.num_rows
+            if pending_rows >= CHUNK_ROWS:
+                yield _frame(pending)
+                pending, pending_rows = [], 0
+        if pending:
+            yield _frame(pending)
+
+
+def _filled(column: pa.ChunkedArray) -> int:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return int(pc.sum(pc.and_(pc.is_valid(column), pc.not_equal(column, ""))).as_py() or 0)
+    return len(column) - column.null_count
+
+
+def _frame(tables: list[pa.Table]) -> pd.DataFrame:
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.to_pandas()
+
+
+def _object_summary(rows: dict[str, int], baseline: dict[str, int], quarantine: dict[str, dict[str, int]],
+                    config: ValidationConfig) -> pd.DataFrame:
+    records = []
+    for sobject, count in rows.items():
+        before = int(baseline.get(sobject, 0))
+        drop = (before - count) / before if before >= config.min_rows_for_drop else math.nan
+        reasons = quarantine.get(sobject, {})
+        quarantined = sum(reasons.values())
+        total = quarantined + count
+        records.append({"sobject": sobject, "rows": count, "baseline_rows": before, "row_drop": drop,
+                        "quarantined": quarantined, "quarantined_share": quarantined / total if total else 0.0,
+                        "reasons": "; ".join(sorted({part for reason in reasons for part in reason.split("; ")}))})
+    return pd.DataFrame.from_records(records, columns=["sobject", "rows", "baseline_rows", "row_drop", "quarantined",
+                                                       "quarantined_share", "reasons"])
+
+
+def _coverage_frame(fields: dict[tuple[str, str], list[str]], filled: dict[tuple[str, str], int],
+                    rows: dict[str, int]) -> pd.DataFrame:
+    records = []
+    for (sobject, field), rates in fields.items():
+        total = rows.get(sobject, 0)
+        if not total:
+            continue  # an object with no rows at all: nothing tells whether the org fills the field
+        shown = ", ".join(rates[:4]) + (f" and {len(rates) - 4} more" if len(rates) > 4 else "")
+        records.append({"field": f"{sobject}.{field}", "features": shown,
+                        "populated_share": filled.get((sobject, field), 0) / total})
+    return pd.DataFrame.from_records(records, columns=["field", "features", "populated_share"])
+
+
+# --- features --------------------------------------------------------------------------------------------
+
+def check_features(features_file: Path, staging_config: StagingConfig, config: ValidationConfig, catalog: Catalog,
+                   run_name: str) -> StageChecks:
+    """The active users' features: one row each, no missing values, no negatives, sane bounds."""
+    features = pd.read_parquet(features_file)
+    active_users = _active_user_count(staging_config)
+    frame = features[features["IsActive"].astype(bool)].reset_index()
+    units = {feature.name: feature.unit for feature in FEATURES}
+    runner = GxRunner(stage_docs_dir(config, run_name, "features"))
+    expects = suites.features(units, catalog.features, active_users=active_users, share_unit=SHARE,
+                              rate_unit=PER_30_DAYS)
+    checks = runner.validate("features", "features", expects, [frame[["Id", *units]]], id_column="Id")
+    return StageChecks(checks, runner.build_docs())
+
+
+def _active_user_count(staging_config: StagingConfig) -> int:
+    """Active users as staging holds them: the truth the features and assignments are held to."""
+    users = Staging.from_config(staging_config).read_arrow("User", ["Id", "IsActive"])
+    return int(pc.sum(pc.fill_null(users["IsActive"], False)).as_py() or 0)
+
+
+# --- assignments and guardrails --------------------------------------------------------------------------
+
+def check_assignments(candidates_file: Path, features_file: Path, staging_config: StagingConfig,
+                      state_config: StateConfig, config: ValidationConfig, catalog: Catalog, as_of: datetime,
+                      run_name: str, *, forced: Collection[str] = ()) -> StageChecks:
+    """The active users' candidate assignments, then the guardrails against the last good run."""
+    candidates = pd.read_parquet(candidates_file)
+    active = pd.read_parquet(features_file, columns=["IsActive"])
+    active_ids = active.index[active["IsActive"].astype(bool)]
+    frame = candidates[candidates.index.isin(active_ids)].rename_axis("user_id").reset_index()
+    runner = GxRunner(stage_docs_dir(config, run_name, "assignments"))
+    expects = suites.assignments(catalog.labels, UNASSIGNED, active_users=_active_user_count(staging_config))
+    checks = runner.validate("assignments", "assignments", expects,
+                             [frame[["user_id", "persona", "score", "confidence", "reason"]]], id_column="user_id")
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        # The last good run: the latest stored assignments up to this as-of (a rerun of the same as-of
+        # is compared with the earlier run of it).
+        baseline = state.latest_assignments(until=as_of)
+    checks += check_guardrails(candidates["persona"], baseline["persona"] if len(baseline) else None, active_ids,
+                               config, unassigned=UNASSIGNED, forced=forced)
+    return StageChecks(checks, runner.build_docs())
+
+
+# --- the ledger ------------------------------------------------------------------------------------------
+
+def record(state_config: StateConfig, config: ValidationConfig, run_id: str, stage: StageChecks) -> Path:
+    """Keeps a stage's checks in the run ledger and rewrites the run's Data Docs index; raises
+    ValidationFailed when a check failed. Returns the index page."""
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        state.save_checks(run_id, [asdict(check) for check in stage.checks])
+        every = [Check(**check) for check in state.checks(run_id)]
+        index = write_index(config.data_docs_dir / run_id, f"run {run_id}", every).resolve()
+        state.set_data_docs(run_id, str(index))
+    for check in stage.warned:
+        log.warning("check warned: %s", check.message)
+    if stage.failed:
+        raise ValidationFailed(failure_message(stage.failed, str(index)),
+                               failed=[check.name for check in stage.failed], data_docs=str(index))
+    return index
+
+
+def write_index(directory: Path, title: str, checks: list[Check]) -> Path:
+    """A plain HTML page of every check of a run, failed first, linking each stage's GX Data Docs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    order = {"failed": 0, "forced": 1, "warned": 2, "skipped": 3, "passed": 4}
+    rows = "\n".join(
+        f"<tr class='{check.status}'><td>{check.status}</td><td>{check.stage}</td><td>{html.escape(check.message)}</td>"
+        f"<td>{html.escape(check.observed)}</td><td>{html.escape(check.limit)}</td>"
+        f"<td>{html.escape(', '.join(check.samples))}</td></tr>"
+        for check in sorted(checks, key=lambda check: (order[check.status], STAGES.index(check.stage))))
+    links = " · ".join(f"<a href='{stage}/index.html'>{stage}</a>" for stage in ("staging", "features", "assignments")
+                       if (directory / stage / "index.html").exists())
+    page = directory / "index.html"
+    temporary = page.with_suffix(".tmp")
+    temporary.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>persona-sync checks, {html.escape(title)}</title>
+<style>body{{font-family:sans-serif}} td,th{{padding:2px 8px;text-align:left;vertical-align:top}}
+tr.failed{{background:#fdd}} tr.warned{{background:#ffd}} tr.forced{{background:#fed}}</style></head><body>
+<h1>persona-sync checks, {html.escape(title)}</h1>
+<p>{sum(c.status == 'failed' for c in checks)} failed, {sum(c.status == 'warned' for c in checks)} warned,
+{sum(c.status == 'forced' for c in checks)} forced, {sum(c.status == 'passed' for c in checks)} passed.
+Great Expectations Data Docs by stage: {links or 'none'}</p>
+<table><tr><th>status</th><th>stage</th><th>check</th><th>observed</th><th>limit</th><th>sample Ids</th></tr>
+{rows}
+</table></body></html>
+""", encoding="utf-8")
+    temporary.replace(page)
+    return page
+
+
+
+# --- checking without a run -----------------------------------------------------------------------------
+
+def validate_now(staging_config: StagingConfig, state_config: StateConfig, config: ValidationConfig,
+                 personas: PersonasConfig, streams: list[Stream], as_of: datetime) -> tuple[list[Check], Path]:
+    """Every check of a run, on what is staged now and on the features and assignments a run at `as_of`
+    would decide, written nowhere but a scratch folder and the Data Docs (`persona-sync validate`).
+
+    The state database is only read (the last good run, the quarantine, the current assignments).
+    Returns the checks and the Data Docs index page.
+    """
+    catalog = catalog_for(personas)
+    run_name = f"validate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    checks = check_staging(staging_config, state_config, config, streams, catalog, run_name).checks
+    with tempfile.TemporaryDirectory(prefix="persona-sync-validate-") as scratch:
+        local = personas.model_copy(update={"features_dir": Path(scratch) / "features"})
+        features_file = compute_and_store_features(local, staging_config, as_of)
+        checks += check_features(features_file, staging_config, config, catalog, run_name).checks
+        summary = assign_candidates(local, state_config, features_file, run_name, as_of)
+        checks += check_assignments(summary.assignments_path, features_file, staging_config, state_config, config,
+                                    catalog, as_of, run_name).checks
+    return checks, write_index(config.data_docs_dir / run_name, run_name, checks)

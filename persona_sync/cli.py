@@ -257,7 +257,7 @@ def _print_checks(checks, index: Path | None) -> None:
             console.print(f"  [{colour}]{check.status}[/{colour}] {check.stage}: {check.message}{samples}",
                           highlight=False)
     if index is not None:
-        console.print(f"Data Docs: {index}", highlight=False)
+        console.print(f"Data Docs: {index.resolve()}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -67,3 +67,32 @@ def test_evaluate_prints_metrics_and_saves_the_picture(assigned: RunningSandbox,
     assert result.exit_code == 0, result.output
     assert "macro F1" in result.output and "Confusion matrix" in result.output
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _state_snapshot(state: StateStore) -> tuple:
+    runs = state.runs(limit=100)
+    return (tuple((run.id, run.status, run.data_docs) for run in runs),
+            tuple(len(state.assignments(run.id)) for run in runs), tuple(len(state.checks(run.id)) for run in runs))
+
+
+def test_validate_checks_what_is_staged_and_writes_nothing(assigned: RunningSandbox, tmp_path: Path) -> None:
+    state = StateStore.from_config(sandbox_settings(assigned, home=tmp_path).state())
+    before = _state_snapshot(state)
+    staging = sorted(path.stat().st_mtime_ns for path in (tmp_path / "staging").rglob("*") if path.is_file())
+    result = runner.invoke(app, ["validate", "--as-of", "2026-11-01T00:00:00"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Checks: " in text and " passed" in text and "failed" not in text
+    docs = Path(result.output.split("Data Docs: ")[1].splitlines()[0])
+    assert docs.is_file() and (docs.parent / "staging" / "index.html").is_file()
+    assert _state_snapshot(state) == before
+    assert sorted(path.stat().st_mtime_ns for path in (tmp_path / "staging").rglob("*") if path.is_file()) == staging
+
+
+def test_validate_exits_1_and_names_a_failing_guardrail(assigned: RunningSandbox,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_SYNC_GUARD_ASSIGNED_SHARE_FAIL", "0.999")
+    result = runner.invoke(app, ["validate", "--as-of", "2026-11-01T00:00:00"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "failed guardrails: assigned_share:" in text and "the fail level is below 100%" in text

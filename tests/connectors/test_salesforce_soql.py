@@ -8,7 +8,7 @@ import pytest
 from simple_salesforce import Salesforce
 
 from connectors.salesforce.soql import count, literal, select, sobject_of
-from connectors.salesforce.streams import streams_by_name
+from connectors.salesforce.streams import STREAMS, streams_by_name
 
 TASK = streams_by_name(["Task"])[0]
 
@@ -60,3 +60,8 @@ def test_the_queried_object_is_the_top_level_from(soql: str, sobject: str) -> No
 def test_a_query_without_from_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot find the object"):
         sobject_of("SELECT Id, (SELECT Id FROM Contacts)")
+
+
+def test_every_stream_names_the_key_prefix_the_org_describes(sf: Salesforce) -> None:
+    described = {stream.sobject: getattr(sf, stream.sobject).describe()["keyPrefix"] for stream in STREAMS}
+    assert {stream.sobject: stream.key_prefix for stream in STREAMS} == described

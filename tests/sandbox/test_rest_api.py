@@ -356,3 +356,16 @@ def test_admin_endpoints_need_the_admin_token(sandbox: RunningSandbox) -> None:
     response = http_session(sandbox.ca_cert).put(f"{sandbox.url}/_sandbox/faults", json={"slow_ms": 1}, timeout=10)
     assert response.status_code == 403
     assert "admin-token" in response.json()[0]["message"]
+
+
+def test_hidden_rows_fault_hides_the_same_rows_from_every_query(faults: RunningSandbox, sf: Salesforce) -> None:
+    everything = sf.query("SELECT COUNT() FROM Case")["totalSize"]
+    all_ids = {row["Id"] for row in sf.query_all("SELECT Id FROM Case")["records"]}
+    faults.set_faults(hidden_rows={"Case": 0.9})  # the integration user lost sight of most cases
+    visible = sf.query("SELECT COUNT() FROM Case")["totalSize"]
+    rest_ids = {row["Id"] for row in sf.query_all("SELECT Id FROM Case")["records"]}
+    bulk_ids = {line.split(",")[0].strip('"') for page in sf.bulk2.Case.query("SELECT Id FROM Case", wait=0)
+                for line in page.splitlines()[1:]}
+    assert 0 < visible < everything * 0.2 and len(rest_ids) == visible
+    assert bulk_ids == rest_ids and rest_ids < all_ids
+    assert sf.query("SELECT COUNT() FROM Task")["totalSize"] > 0  # other objects are untouched

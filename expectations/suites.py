@@ -91,7 +91,7 @@ def staged_objects(summary: pd.DataFrame, *, max_row_drop: float, max_quarantine
         return "; ".join(f"{name}: {int(by_object.at[name, 'quarantined']):,} of "
                          f"{int(by_object.at[name, 'quarantined'] + by_object.at[name, 'rows']):,} rows "
                          f"{_quarantine_words(by_object.at[name, 'reasons'])} (limit {max_quarantined_share:.0%} "
-                         "quarantined; `persona-sync quarantine` lists them)"
+                         "quarantined; the state database's quarantine table keeps them with their values)"
                          for name in outcome.samples)
 
     return [

@@ -7,6 +7,7 @@ the org itself that nothing was stored, that the ledger says why, and that the D
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -93,9 +94,62 @@ def test_an_export_whose_activity_names_no_user_is_refused(tmp_path: Path, monke
                            match=r"ListEmail: ([\d,]+) of \1 rows name no user \(no OwnerId\)") as raised:
             nightly_sync(as_of=AS_OF)
         assert raised.value.failed == ["rows quarantined"]
-        _assert_stopped_before_writing(StateStore.from_config(settings.state()), raised.value, stored_runs=0)
+        run_id = _assert_stopped_before_writing(StateStore.from_config(settings.state()), raised.value, stored_runs=0)
     finally:
         replayed.stop()
+    # The Prefect UI shows the failing checks with sample Ids, and links the Data Docs.
+    artifacts = _artifacts()
+    failed = artifacts["validation-failed"]
+    assert f"run {run_id}" in failed.data and "ListEmail: " in failed.data and "| ListEmail |" in failed.data
+    assert "(file:///" in artifacts["data-docs"].data and artifacts["data-docs"].data.endswith(f"{run_id}/index.html)")
+    flow_run = _latest_flow_run()
+    assert flow_run.state.is_failed() and "ListEmail" in flow_run.state.message
+
+
+def _artifacts() -> dict:
+    """The newest Prefect artifact of each key."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    newest: dict = {}
+    for artifact in sorted(artifacts, key=lambda artifact: artifact.created):
+        newest[artifact.key] = artifact
+    return newest
+
+
+def _latest_flow_run():
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
+
+
+def test_a_warning_lets_the_run_go_on_and_is_in_the_summary_and_ledger(fresh_sandbox: RunningSandbox, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with sqlite3.connect(fresh_sandbox.org_path) as org:  # an org that never names whom a meeting was with
+        org.execute('UPDATE Event SET WhoId = NULL')
+    settings = _configure(fresh_sandbox, tmp_path, monkeypatch)
+    summary = nightly_sync(as_of=AS_OF)
+    state = StateStore.from_config(settings.state())
+    run = state.run(summary.run_id)
+    assert run.status == "succeeded" and run.counts["checks"]["warned"] == ["catalog fields filled"]
+    [warned] = [check for check in state.checks(run.id) if check["status"] == "warned"]
+    assert warned["samples"] == ("Event.WhoId",) and "customer_meetings" in warned["message"]
+    assert "Event.WhoId is empty in every staged row" in _artifacts()["nightly-sync"].data
+    assert len(state.assignments(run.id)) == summary.users
+
+
+def test_too_few_users_assigned_stops_the_first_run_unless_forced(fresh_sandbox: RunningSandbox, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _configure(fresh_sandbox, tmp_path, monkeypatch, guard_assigned_share_fail=0.999)
+    with pytest.raises(ValidationFailed, match=r"assigned_share: [\d.]+% \([\d,]+ of [\d,]+ active users\)"):
+        nightly_sync(as_of=AS_OF)
+    state = StateStore.from_config(settings.state())
+    assert state.latest_assignments().empty
+    forced = nightly_sync(as_of=AS_OF, force=["assigned_share"], force_reason="a new org: most users are idle")
+    assert state.run(forced.run_id).counts["checks"]["forced"] == ["assigned_share"]
 
 
 def _drop_columns(csv_file: Path, names: set[str]) -> None:

@@ -134,8 +134,9 @@ class ValidationConfig(_Config):
     Data-quality limits cannot be overridden; guardrails can, for one run (`--force NAME --reason TEXT`).
     """
 
-    # Where each run's Data Docs (HTML) are written, one folder per run.
+    # Where each run's Data Docs (HTML) are written, one folder per run; the newest `data_docs_keep` stay.
     data_docs_dir: Path
+    data_docs_keep: int = 60
     # Data quality: an object whose staged rows fell by more than this share since the last good run is a
     # broken pull (objects that had fewer than `min_rows_for_drop` rows are not judged).
     max_row_drop: float = 0.5

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
                                          "org). Cannot be forced.")
     validate_max_quarantined_share: float = Field(0.05, description="A run stops when more than this share of an "
                                                   "object's rows are quarantined. Cannot be forced.")
+    data_docs_keep: int = Field(60, description="Data Docs (HTML reports of each run's checks, under "
+                                "<home>/data-docs) are kept for this many runs; the ledger keeps every run's checks.")
     guard_persona_changes_warn: float = Field(0.10, description="Warn when more than this share of users change "
                                               "persona in one run.")
     guard_persona_changes_fail: float = Field(0.20, description="Stop (unless forced) when more than this share of "
@@ -205,7 +207,8 @@ class Settings(BaseSettings):
     def validation(self) -> ValidationConfig:
         """The checks' limits and guardrails, and where Data Docs go (<home>/data-docs)."""
         return ValidationConfig(
-            data_docs_dir=self.home / "data-docs", max_row_drop=self.validate_max_row_drop,
+            data_docs_dir=self.home / "data-docs", data_docs_keep=self.data_docs_keep,
+            max_row_drop=self.validate_max_row_drop,
             max_quarantined_share=self.validate_max_quarantined_share,
             persona_changes=Limit(warn=self.guard_persona_changes_warn, fail=self.guard_persona_changes_fail),
             assigned_share=Limit(warn=self.guard_assigned_share_warn, fail=self.guard_assigned_share_fail, below=True),

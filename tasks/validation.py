@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
@@ -120,7 +121,7 @@ def check_staging(staging_config: StagingConfig, state_config: StateConfig, conf
         [summary], id_column="sobject")
     fields = _coverage_frame(coverage_fields, filled, rows)
     checks += runner.validate("coverage", "catalog fields", suites.catalog_fields(fields), [fields], id_column="field")
-    return StageChecks(checks, runner.build_docs(), rows)
+    return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"), rows)
 
 
 class _ObjectScan:
@@ -225,7 +226,7 @@ def check_features(features_file: Path, staging_config: StagingConfig, config: V
     expects = suites.features(units, catalog.features, active_users=active_users, share_unit=SHARE,
                               rate_unit=PER_30_DAYS)
     checks = runner.validate("features", "features", expects, [frame[["Id", *units]]], id_column="Id")
-    return StageChecks(checks, runner.build_docs())
+    return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"))
 
 
 def _active_user_count(staging_config: StagingConfig) -> int:
@@ -255,7 +256,7 @@ def check_assignments(candidates_file: Path, features_file: Path, staging_config
         baseline = state.latest_assignments(until=as_of)
     checks += check_guardrails(candidates["persona"], baseline["persona"] if len(baseline) else None, active_ids,
                                config, unassigned=UNASSIGNED, forced=forced)
-    return StageChecks(checks, runner.build_docs())
+    return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"))
 
 
 # --- the ledger ------------------------------------------------------------------------------------------
@@ -269,12 +270,27 @@ def record(state_config: StateConfig, config: ValidationConfig, run_id: str, sta
         every = [Check(**check) for check in state.checks(run_id)]
         index = write_index(config.data_docs_dir / run_id, f"run {run_id}", every).resolve()
         state.set_data_docs(run_id, str(index))
+    prune_data_docs(config)
     for check in stage.warned:
         log.warning("check warned: %s", check.message)
     if stage.failed:
         raise ValidationFailed(failure_message(stage.failed, str(index)),
                                failed=[check.name for check in stage.failed], data_docs=str(index))
     return index
+
+
+def prune_data_docs(config: ValidationConfig) -> list[Path]:
+    """Deletes the Data Docs of all but the newest `data_docs_keep` runs (and validations); returns what
+    went. The ledger keeps every run's checks; only the HTML goes."""
+    root = config.data_docs_dir
+    if not root.is_dir():
+        return []
+    runs = sorted((entry for entry in root.iterdir() if entry.is_dir() and not entry.is_symlink()
+                   and entry.name != "static"), key=lambda entry: entry.stat().st_mtime, reverse=True)
+    old = runs[config.data_docs_keep:]
+    for entry in old:
+        shutil.rmtree(entry, ignore_errors=True)
+    return old
 
 
 def write_index(directory: Path, title: str, checks: list[Check]) -> Path:
@@ -326,4 +342,6 @@ def validate_now(staging_config: StagingConfig, state_config: StateConfig, confi
         summary = assign_candidates(local, state_config, features_file, run_name, as_of)
         checks += check_assignments(summary.assignments_path, features_file, staging_config, state_config, config,
                                     catalog, as_of, run_name).checks
-    return checks, write_index(config.data_docs_dir / run_name, run_name, checks)
+    index = write_index(config.data_docs_dir / run_name, run_name, checks)
+    prune_data_docs(config)
+    return checks, index

@@ -208,3 +208,24 @@ def test_failure_message_and_markdown_name_the_check_observed_value_and_limit() 
     assert "--force persona_changes --reason TEXT" in message and "Data Docs: /docs/index.html" in message
     markdown = checks_markdown(checks, title="Validation failed", data_docs="/docs/index.html")
     assert markdown.index("ListEmail: 5,519") < markdown.index("| warned |") and "005A" in markdown
+
+
+def test_data_docs_share_one_static_folder_and_old_runs_are_pruned(tmp_path: Path) -> None:
+    import os
+
+    from core.configs import ValidationConfig
+    from tasks.validation import prune_data_docs
+
+    root = tmp_path / "data-docs"
+    for number in range(3):
+        runner = GxRunner(root / f"run-{number}" / "staging")
+        runner.validate("staging", "staged Task", _staged_expects(), [_tasks()], id_column="Id")
+        index = runner.build_docs(root / "static")
+        assert index is not None and index.is_file()
+        static = index.parent / "static"
+        assert static.is_symlink() and (static / "styles" / "data_docs_default_styles.css").is_file()
+        os.utime(root / f"run-{number}", (number, number))  # run-2 is the newest
+    assert (root / "static" / "images").is_dir()
+    pruned = prune_data_docs(ValidationConfig(data_docs_dir=root, data_docs_keep=2))
+    assert [path.name for path in pruned] == ["run-0"]
+    assert sorted(entry.name for entry in root.iterdir()) == ["run-1", "run-2", "static"]

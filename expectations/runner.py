@@ -79,7 +79,7 @@ class GxRunner:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # not its every temporary folder
+        _quiet_great_expectations()
         self._gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no bars on stderr
@@ -151,6 +151,14 @@ def _share_static(static: Path, shared: Path) -> None:
         return
     shutil.rmtree(static)
     link.rename(static)
+
+
+def _quiet_great_expectations() -> None:
+    """GX sets some of its loggers to INFO itself (one announces a temporary folder per context): only
+    its warnings and errors reach our logs."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("great_expectations") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.WARNING)
 
 
 @dataclass

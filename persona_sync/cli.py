@@ -44,7 +44,7 @@ def _configure_logging(level: int) -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)], force=True)
-    for name in ("persona_sync", "connectors", "tasks", "flows"):
+    for name in ("persona_sync", "connectors", "tasks", "flows", "expectations"):
         logging.getLogger(name).setLevel(level)
 
 

@@ -125,7 +125,8 @@ class _Validation:
 
         s = self.settings
         stage = self._timed("staging checks", lambda: check_staging(
-            s.staging(), s.state(), s.validation(), self.streams, self.catalog, self.run_name))
+            s.staging(), s.state(), s.validation(), self.streams, self.catalog, self.run_name,
+            history_days=s.pull().history_days))
         self.checks += stage.checks
         self.staged_rows = stage.staged_rows
 

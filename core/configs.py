@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 # How a pull reads an object: `auto` picks REST or Bulk API 2.0 from the expected row count.
 PullMode = Literal["auto", "rest", "bulk"]
@@ -122,6 +122,14 @@ class Limit(_Config):
     fail: float
     below: bool = False
 
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> "Limit":
+        if (self.warn < self.fail) if self.below else (self.warn > self.fail):
+            side = "at or above" if self.below else "at or below"
+            raise ValueError(f"a guardrail's warn level ({self.warn:g}) must be {side} its fail level ({self.fail:g}): "
+                             "it warns before it fails")
+        return self
+
     def level(self, observed: float) -> Literal["passed", "warned", "failed"]:
         """Where `observed` falls."""
         past = (lambda limit: observed < limit) if self.below else (lambda limit: observed > limit)
@@ -141,8 +149,10 @@ class ValidationConfig(_Config):
     # broken pull (objects that had fewer than `min_rows_for_drop` rows are not judged).
     max_row_drop: float = 0.5
     min_rows_for_drop: int = 100
-    # Data quality: the share of an object's rows quarantined (rows that name no user or do not parse).
+    # Data quality: the share of an object's rows quarantined (rows that name no user or do not parse),
+    # judged on objects of at least `min_rows_for_share` rows, or any object quarantined whole.
     max_quarantined_share: float = 0.05
+    min_rows_for_share: int = 100
     # Guardrails.
     persona_changes: Limit = Limit(warn=0.10, fail=0.20)  # share of users whose persona changes
     assigned_share: Limit = Limit(warn=0.70, fail=0.60, below=True)  # share of active users given a persona

@@ -15,6 +15,8 @@ Status = Literal["passed", "warned", "failed", "forced", "skipped"]
 Stage = Literal["staging", "coverage", "features", "assignments", "guardrails"]
 STAGES: tuple[Stage, ...] = ("staging", "coverage", "features", "assignments", "guardrails")
 SAMPLES = 5  # offending Ids kept per check
+# The order checks are shown in: what stopped the run first.
+STATUS_ORDER: dict[str, int] = {"failed": 0, "forced": 1, "warned": 2, "skipped": 3, "passed": 4}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class Check:
 def failure_message(checks: list[Check], data_docs: str | None = None) -> str:
     """The error a failed run ends with: each failing check with what was observed and the limit."""
     failed = [check for check in checks if check.stops_the_run]
-    lines = [f"validation failed: {len(failed)} check(s) failed, so nothing was written:"]
+    lines = [f"validation failed: {len(failed)} check(s) failed, so no assignment was stored and nothing was "
+             "written to Salesforce or the SQL targets:"]
     for check in failed:
         forcing = " (a guardrail: override for one run with --force " + check.name + " --reason TEXT)" \
             if check.guardrail else ""
@@ -51,8 +54,7 @@ def failure_message(checks: list[Check], data_docs: str | None = None) -> str:
 
 def checks_markdown(checks: list[Check], *, title: str, data_docs: str | None = None) -> str:
     """A markdown report of the checks that did not simply pass (failed first), for the Prefect UI."""
-    order = {"failed": 0, "forced": 1, "warned": 2, "skipped": 3, "passed": 4}
-    shown = sorted((check for check in checks if check.status != "passed"), key=lambda check: order[check.status])
+    shown = sorted((check for check in checks if check.status != "passed"), key=lambda check: STATUS_ORDER[check.status])
     passed = sum(check.status == "passed" for check in checks)
     lines = [f"# {title}", "",
              f"{len(checks)} checks: {passed} passed, "

@@ -50,7 +50,7 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
         with state.recorded_run("nightly_sync", parameters) as run:
             get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
             report = steps.pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
-            staged = steps.staging_checks(staging, state_config, checks, personas, run.id)
+            staged = steps.staging_checks(staging, state_config, checks, personas, settings.pull(), run.id)
             features_file = steps.features(personas, staging, as_of)
             featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
             summary = steps.assignments(personas, state_config, features_file, run.id, as_of)

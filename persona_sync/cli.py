@@ -228,12 +228,45 @@ def validate(
     moment = (as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else datetime.now(timezone.utc))
     try:
         checks, index = validate_now(settings.staging(), settings.state(), settings.validation(),
-                                     settings.personas(), list(STREAMS), moment)
+                                     settings.personas(), list(STREAMS), moment,
+                                     history_days=settings.pull_history_days)
     except _EXPECTED_ERRORS as error:
         _fail(error)
     _print_checks(checks, index)
     if any(check.stops_the_run for check in checks):
         raise typer.Exit(1)
+
+
+@app.command()
+def quarantine(
+    sobject: Annotated[Optional[str], typer.Option("--object", help="Only this object (API name).")] = None,
+    limit: Annotated[int, typer.Option(help="Records to list.")] = 10,
+) -> None:
+    """What the pull kept out of staging and why: counts per object and reason, then some records with
+    their values. A record leaves the quarantine when it comes back clean (after a fix in the org, the
+    next pull of it, or `persona-sync run --full-refresh`)."""
+    from tasks.validation import reason_kinds
+
+    settings = load_settings()
+    state = _state(settings)
+    counts = state.quarantine_counts()
+    if sobject:
+        counts = {name: reasons for name, reasons in counts.items() if name == sobject}
+    if not counts:
+        console.print(f"Nothing in quarantine{f' for {sobject}' if sobject else ''} ({settings.home}).",
+                      highlight=False)
+        return
+    table = Table(title="Quarantined records")
+    for column in ("object", "records", "why"):
+        table.add_column(column, justify="right" if column == "records" else "left")
+    for name, reasons in sorted(counts.items()):
+        for reason, count in reason_kinds(reasons).items():
+            table.add_row(name, f"{count:,}", reason)
+    console.print(table)
+    for record in state.quarantined(sobject, limit=limit):
+        values = ", ".join(f"{key}={value}" for key, value in list(record.raw.items())[:6])
+        console.print(f"{record.sobject} {record.record_id or '(no Id)'}: {record.reason} [{values}]",
+                      highlight=False, markup=False)
 
 
 def _print_run_checks(settings: Settings, run_id: str) -> None:

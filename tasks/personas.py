@@ -94,4 +94,6 @@ def store_assignments(state_config: StateConfig, summary: AssignmentSummary) -> 
     assignments = pd.read_parquet(summary.assignments_path)
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
-        return state.save_assignments(summary.run_id, summary.as_of, summary.catalog_version, assignments)
+        stored = state.save_assignments(summary.run_id, summary.as_of, summary.catalog_version, assignments)
+    summary.assignments_path.unlink()  # the state database holds them now; a failed run's file stays for a look
+    return stored

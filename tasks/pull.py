@@ -78,6 +78,7 @@ class StreamResult:
     held: int = 0  # rows waiting for their user after this pull
     released: int = 0  # held rows staged this pull, their user having arrived
     purged: int = 0  # rows the org no longer has, found by a reconciliation
+    pruned: int = 0  # rows older than the history window, dropped from staging by a compaction
     recovered: int = 0  # rows staging lacked, found by a reconciliation and read by Id
     api_calls: int = 0
     seconds: float = 0.0
@@ -110,7 +111,8 @@ class PullReport:
         """The counts the run ledger keeps."""
         return {"rows": self.rows, "quarantined": self.quarantined, "held": self.held,
                 "deleted": sum(result.deleted for result in self.streams),
-                "purged": sum(result.purged for result in self.streams)}
+                "purged": sum(result.purged for result in self.streams),
+                "pruned": sum(result.pruned for result in self.streams)}
 
 
 def held_area(staging: Staging) -> Staging:
@@ -415,9 +417,12 @@ class _StreamPull:
             return history_start
         cutoff = self.now - timedelta(days=self.config.history_days)
         prune = None if self.stream.full_history or cutoff <= history_start else Prune(self.cursor, cutoff)
+        before = self.staging.row_count(self.name) if prune is not None else 0
         with self.processing:
             self.staging.compact(self.name, prune=prune)
             _return_freed_memory()
+        if prune is not None:  # what left staging by age, so a check of row counts does not take it for a loss
+            self.result.pruned = before - self.staging.row_count(self.name)
         return cutoff if prune is not None else history_start
 
     # --- bookkeeping ---------------------------------------------------------------------------------
@@ -445,7 +450,8 @@ class _StreamPull:
         result.seconds = time.monotonic() - self.started
         self.state.record_pull(PullStats(
             run_id=self.run_id, sobject=self.name, mode=result.mode, rows=result.rows, deleted=result.deleted,
-            quarantined=result.quarantined, held=result.held, purged=result.purged, api_calls=result.api_calls,
+            quarantined=result.quarantined, held=result.held, purged=result.purged, pruned=result.pruned,
+            api_calls=result.api_calls,
             seconds=result.seconds, watermark_from=result.watermark_from, watermark_to=result.watermark_to))
         log.info("pull %s: %s rows staged, %s deleted, %s quarantined, %s held in %.1f s (%d API calls)", self.name,
                  f"{result.rows:,}", f"{result.deleted:,}", f"{result.quarantined:,}", f"{result.held:,}",

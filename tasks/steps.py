@@ -55,9 +55,10 @@ def assignments(config: PersonasConfig, state: StateConfig, features_file: Path,
 
 @task(name="staging-checks", cache_policy=NO_CACHE)
 def staging_checks(staging: StagingConfig, state: StateConfig, config: ValidationConfig, personas: PersonasConfig,
-                   run_id: str) -> validation.StageChecks:
+                   pull: PullConfig, run_id: str) -> validation.StageChecks:
     """Staged objects and the coverage of the catalog's fields; stops the run when one fails."""
-    checked = validation.check_staging(staging, state, config, list(STREAMS), catalog_for(personas), run_id)
+    checked = validation.check_staging(staging, state, config, list(STREAMS), catalog_for(personas), run_id,
+                                       history_days=pull.history_days)
     return _settled(state, config, run_id, checked)
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -34,13 +35,13 @@ import pyarrow.compute as pc
 
 from connectors.salesforce.streams import Stream
 from connectors.staging import Staging
-from connectors.state import StateStore
+from connectors.state import StateStore, Watermark
 from core.configs import PersonasConfig, StagingConfig, StateConfig, ValidationConfig
 from core.errors import ConfigurationError, ValidationFailed
 from expectations import suites
-from expectations.checks import STAGES, Check, Stage, failure_message
+from expectations.checks import STAGES, STATUS_ORDER, Check, failure_message
 from expectations.guardrails import GUARDRAILS, check_guardrails
-from expectations.runner import GxRunner
+from expectations.runner import Expect, GxRunner
 from personas.catalog import UNASSIGNED, Catalog
 from personas.features import FEATURES, PER_30_DAYS, SHARE, source_fields
 from tasks.personas import assign_candidates, catalog_for, compute_and_store_features
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 400_000
 # The flows whose succeeded runs are the "last good run" a run is compared with.
 SYNC_FLOWS = ("nightly_sync", "backfill")
+# How far the org's clock (which stamps the cursor fields) may run ahead of ours.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -90,38 +93,55 @@ def stage_docs_dir(config: ValidationConfig, run_name: str, stage: str) -> Path:
 # --- staging ------------------------------------------------------------------------------------------
 
 def check_staging(staging_config: StagingConfig, state_config: StateConfig, config: ValidationConfig,
-                  streams: list[Stream], catalog: Catalog, run_name: str) -> StageChecks:
-    """Staged objects, row by row and per object, and the coverage of the catalog's fields."""
+                  streams: list[Stream], catalog: Catalog, run_name: str, *, history_days: int) -> StageChecks:
+    """Staged objects, row by row and per object, and the coverage of the catalog's fields.
+
+    `history_days`: the pull's history window; quarantined records last seen before it no longer count
+    (their rows would have left staging by age too). Reads the state database, writes nothing to it.
+    """
     staging = Staging.from_config(staging_config)
     coverage_fields = source_fields(catalog.features)
     runner = GxRunner(stage_docs_dir(config, run_name, "staging"))
+    now = datetime.now(timezone.utc)
     with StateStore.from_config(state_config) as state:
-        state.ensure_schema()
         watermarks = {stream.sobject: state.watermark(stream.sobject) for stream in streams}
-        quarantine = state.quarantine_counts()
-        baseline = state.last_good_counts("staged_rows", SYNC_FLOWS) or {}
+        quarantine = state.quarantine_counts(seen_since=now - timedelta(days=history_days))
+        samples = {sobject: [record.record_id for record in state.quarantined(sobject, limit=3) if record.record_id]
+                   for sobject in quarantine}
+        good = state.last_good_run(SYNC_FLOWS, having="staged_rows")
+        pruned = state.pruned_since(good.started_at) if good is not None else {}
+    baseline = good.counts["staged_rows"] if good is not None and good.counts else {}
     checks: list[Check] = []
     rows: dict[str, int] = {}
     filled: dict[tuple[str, str], int] = {}
     for stream in streams:
         scan = _ObjectScan(staging, stream, [field for (sobject, field) in coverage_fields if sobject == stream.sobject])
-        watermark = watermarks[stream.sobject]
-        expects = suites.staged_rows(
-            stream.sobject, stream.key_prefix, user_field=stream.user_field if scan.has(stream.user_field) else None,
-            cursor=stream.cursor, cursor_from=None if stream.full_history or watermark is None else watermark.history_start,
-            cursor_to=watermark.value if watermark is not None else None,
-            created_field="CreatedDate" if scan.has("CreatedDate") else None, booleans=scan.booleans)
-        checks += runner.validate("staging", f"staged {stream.sobject}", expects, scan.frames(), id_column="Id")
+        checks += runner.validate("staging", f"staged {stream.sobject}", _row_expects(stream, scan, watermarks),
+                                  scan.frames(), id_column="Id")
         rows[stream.sobject] = scan.rows
         for field, count in scan.filled.items():
             filled[(stream.sobject, field)] = count
-    summary = _object_summary(rows, baseline, quarantine, config)
+    summary = object_summary(rows, baseline, pruned, quarantine, samples, config)
     checks += runner.validate("staging", "staged objects", suites.staged_objects(
         summary, max_row_drop=config.max_row_drop, max_quarantined_share=config.max_quarantined_share),
         [summary], id_column="sobject")
     fields = _coverage_frame(coverage_fields, filled, rows)
     checks += runner.validate("coverage", "catalog fields", suites.catalog_fields(fields), [fields], id_column="field")
     return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"), rows)
+
+
+def _row_expects(stream: Stream, scan: _ObjectScan, watermarks: dict[str, Watermark | None]) -> list[Expect]:
+    """The row checks of one object. The pulled window: from the watermark's history start (the whole
+    history for reference data) to when the watermark was last set, plus the clock skew allowed between
+    the org and us (rows read by Id, such as those a reconciliation recovers, may be newer than the
+    watermark itself, never newer than the pull)."""
+    watermark = watermarks[stream.sobject]
+    cursor_from = None if stream.full_history or watermark is None else watermark.history_start
+    cursor_to = None if watermark is None else max(watermark.value, watermark.updated_at) + CLOCK_SKEW
+    return suites.staged_rows(
+        stream.sobject, stream.key_prefix, user_field=stream.user_field if scan.has(stream.user_field) else None,
+        cursor=stream.cursor, cursor_from=cursor_from, cursor_to=cursor_to,
+        created_field="CreatedDate" if scan.has("CreatedDate") else None, booleans=scan.booleans)
 
 
 class _ObjectScan:
@@ -184,20 +204,43 @@ def _frame(tables: list[pa.Table]) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _object_summary(rows: dict[str, int], baseline: dict[str, int], quarantine: dict[str, dict[str, int]],
+def object_summary(rows: dict[str, int], baseline: dict[str, int], pruned: dict[str, int],
+                    quarantine: dict[str, dict[str, int]], samples: dict[str, list[str]],
                     config: ValidationConfig) -> pd.DataFrame:
+    """One row per object: rows staged against the last good run's (less what pulls since pruned by age:
+    that is history leaving the window, not a loss), and rows quarantined (NaN where not judged: too few
+    rows to tell, unless every row of the object is quarantined)."""
     records = []
     for sobject, count in rows.items():
-        before = int(baseline.get(sobject, 0))
-        drop = (before - count) / before if before >= config.min_rows_for_drop else math.nan
+        expected = int(baseline.get(sobject, 0)) - pruned.get(sobject, 0)
+        drop = (expected - count) / expected if expected >= config.min_rows_for_drop else math.nan
         reasons = quarantine.get(sobject, {})
         quarantined = sum(reasons.values())
         total = quarantined + count
-        records.append({"sobject": sobject, "rows": count, "baseline_rows": before, "row_drop": drop,
-                        "quarantined": quarantined, "quarantined_share": quarantined / total if total else 0.0,
-                        "reasons": "; ".join(sorted({part for reason in reasons for part in reason.split("; ")}))})
+        judged = total >= config.min_rows_for_share or (quarantined > 0 and count == 0)
+        records.append({"sobject": sobject, "rows": count, "baseline_rows": expected, "row_drop": drop,
+                        "quarantined": quarantined, "quarantined_share": quarantined / total if judged else math.nan,
+                        "reasons": _reasons(reasons), "sample_ids": ", ".join(samples.get(sobject, []))})
     return pd.DataFrame.from_records(records, columns=["sobject", "rows", "baseline_rows", "row_drop", "quarantined",
-                                                       "quarantined_share", "reasons"])
+                                                       "quarantined_share", "reasons", "sample_ids"])
+
+
+_RECORD_ID = re.compile(r"\b(?=[0-9A-Za-z]*[0-9])[0-9A-Za-z]{15}(?:[0-9A-Za-z]{3})?\b")
+
+
+def reason_kinds(reasons: dict[str, int]) -> dict[str, int]:
+    """Quarantine reasons (reason -> records) by kind: the record Ids in them (a missing user's) taken out,
+    so a thousand users who never arrived are one line."""
+    kinds: dict[str, int] = {}
+    for reason, count in reasons.items():
+        for part in reason.split("; "):
+            kind = _RECORD_ID.sub("...", part)
+            kinds[kind] = kinds.get(kind, 0) + count
+    return dict(sorted(kinds.items(), key=lambda item: -item[1]))
+
+
+def _reasons(reasons: dict[str, int]) -> str:
+    return "; ".join(sorted(reason_kinds(reasons)))
 
 
 def _coverage_frame(fields: dict[tuple[str, str], list[str]], filled: dict[tuple[str, str], int],
@@ -250,7 +293,6 @@ def check_assignments(candidates_file: Path, features_file: Path, staging_config
     checks = runner.validate("assignments", "assignments", expects,
                              [frame[["user_id", "persona", "score", "confidence", "reason"]]], id_column="user_id")
     with StateStore.from_config(state_config) as state:
-        state.ensure_schema()
         # The last good run: the latest stored assignments up to this as-of (a rerun of the same as-of
         # is compared with the earlier run of it).
         baseline = state.latest_assignments(until=as_of)
@@ -296,12 +338,11 @@ def prune_data_docs(config: ValidationConfig) -> list[Path]:
 def write_index(directory: Path, title: str, checks: list[Check]) -> Path:
     """A plain HTML page of every check of a run, failed first, linking each stage's GX Data Docs."""
     directory.mkdir(parents=True, exist_ok=True)
-    order = {"failed": 0, "forced": 1, "warned": 2, "skipped": 3, "passed": 4}
     rows = "\n".join(
         f"<tr class='{check.status}'><td>{check.status}</td><td>{check.stage}</td><td>{html.escape(check.message)}</td>"
         f"<td>{html.escape(check.observed)}</td><td>{html.escape(check.limit)}</td>"
         f"<td>{html.escape(', '.join(check.samples))}</td></tr>"
-        for check in sorted(checks, key=lambda check: (order[check.status], STAGES.index(check.stage))))
+        for check in sorted(checks, key=lambda check: (STATUS_ORDER[check.status], STAGES.index(check.stage))))
     links = " · ".join(f"<a href='{stage}/index.html'>{stage}</a>" for stage in ("staging", "features", "assignments")
                        if (directory / stage / "index.html").exists())
     page = directory / "index.html"
@@ -325,16 +366,20 @@ Great Expectations Data Docs by stage: {links or 'none'}</p>
 # --- checking without a run -----------------------------------------------------------------------------
 
 def validate_now(staging_config: StagingConfig, state_config: StateConfig, config: ValidationConfig,
-                 personas: PersonasConfig, streams: list[Stream], as_of: datetime) -> tuple[list[Check], Path]:
+                 personas: PersonasConfig, streams: list[Stream], as_of: datetime, *,
+                 history_days: int) -> tuple[list[Check], Path]:
     """Every check of a run, on what is staged now and on the features and assignments a run at `as_of`
     would decide, written nowhere but a scratch folder and the Data Docs (`persona-sync validate`).
 
     The state database is only read (the last good run, the quarantine, the current assignments).
     Returns the checks and the Data Docs index page.
     """
+    if "User" not in Staging.from_config(staging_config).objects():
+        raise ConfigurationError(f"nothing is staged under {staging_config.root}: run `persona-sync run` first")
     catalog = catalog_for(personas)
     run_name = f"validate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-    checks = check_staging(staging_config, state_config, config, streams, catalog, run_name).checks
+    checks = check_staging(staging_config, state_config, config, streams, catalog, run_name,
+                           history_days=history_days).checks
     with tempfile.TemporaryDirectory(prefix="persona-sync-validate-") as scratch:
         local = personas.model_copy(update={"features_dir": Path(scratch) / "features"})
         features_file = compute_and_store_features(local, staging_config, as_of)

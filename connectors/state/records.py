@@ -80,6 +80,7 @@ class PullStats:
     watermark_to: datetime | None
     held: int = 0  # rows whose user is not staged yet, held back until the user arrives
     purged: int = 0  # rows the org no longer has (a reconciliation found them gone), removed from staging
+    pruned: int = 0  # rows older than the history window, dropped from staging by a compaction
 
 
 @dataclass

@@ -157,15 +157,15 @@ class StateStore:
                                    .limit(limit))
             return [_run_record(row) for row in rows]
 
-    def last_good_counts(self, key: str, flows: Sequence[str]) -> dict[str, Any] | None:
-        """`counts[key]` of the latest succeeded run of one of `flows` that recorded it (None: no such run):
-        what the last good run saw, for checks that compare a run with it."""
+    def last_good_run(self, flows: Sequence[str], *, having: str) -> RunRecord | None:
+        """The latest succeeded run of one of `flows` whose counts hold `having` (None: there is none): what
+        the last good run saw, for the checks that compare a run with it."""
         query = (select(RunRow).where(RunRow.status == "succeeded", RunRow.flow.in_(list(flows)))
                  .order_by(RunRow.started_at.desc(), RunRow.id.desc()))
         with self._sessions() as session:
             for row in session.scalars(query):
-                if row.counts and key in row.counts:
-                    return row.counts[key]
+                if row.counts and having in row.counts:
+                    return _run_record(row)
         return None
 
     def set_data_docs(self, run_id: str, path: str) -> None:
@@ -276,10 +276,14 @@ class StateStore:
                 session.execute(upsert, batch[start:start + _CHUNK])
         return len(rows)
 
-    def quarantined(self, sobject: str | None = None, run_id: str | None = None) -> list[QuarantinedRecord]:
-        """What is in quarantine now, optionally for one object and/or the run that last saw it."""
+    def quarantined(self, sobject: str | None = None, run_id: str | None = None, *,
+                    limit: int | None = None) -> list[QuarantinedRecord]:
+        """What is in quarantine now, optionally for one object and/or the run that last saw it (the first
+        `limit` records, by Id, when given)."""
         query = select(QuarantineRow).order_by(QuarantineRow.sobject, QuarantineRow.record_id.asc().nulls_last(),
                                                QuarantineRow.id)
+        if limit is not None:
+            query = query.limit(limit)
         if sobject is not None:
             query = query.where(QuarantineRow.sobject == sobject)
         if run_id is not None:
@@ -290,10 +294,13 @@ class StateStore:
                                       last_seen_at=row.last_seen_at)
                     for row in session.scalars(query)]
 
-    def quarantine_counts(self) -> dict[str, dict[str, int]]:
-        """Records in quarantine now, per object and reason: {sobject: {reason: count}}."""
+    def quarantine_counts(self, *, seen_since: datetime | None = None) -> dict[str, dict[str, int]]:
+        """Records in quarantine now, per object and reason: {sobject: {reason: count}}; with `seen_since`,
+        only those a pull saw at or after it (older ones would have left staging by age anyway)."""
         query = (select(QuarantineRow.sobject, QuarantineRow.reason, func.count())
                  .group_by(QuarantineRow.sobject, QuarantineRow.reason))
+        if seen_since is not None:
+            query = query.where(QuarantineRow.last_seen_at >= as_utc(seen_since, "seen_since"))
         counts: dict[str, dict[str, int]] = {}
         with self._sessions() as session:
             for sobject, reason, count in session.execute(query):
@@ -317,6 +324,7 @@ class StateStore:
         values = {
             "run_id": stats.run_id, "sobject": stats.sobject, "mode": stats.mode, "rows": stats.rows,
             "deleted": stats.deleted, "quarantined": stats.quarantined, "held": stats.held, "purged": stats.purged,
+            "pruned": stats.pruned,
             "api_calls": stats.api_calls,
             "seconds": stats.seconds,
             "watermark_from": _optional_utc(stats.watermark_from, f"watermark_from of {stats.sobject}"),
@@ -330,6 +338,13 @@ class StateStore:
                 set_={name: statement.excluded[name] for name in values if name not in ("run_id", "sobject")},
             ), values)
 
+    def pruned_since(self, moment: datetime) -> dict[str, int]:
+        """Rows each object's pulls pruned by age (the history window) after `moment`."""
+        query = (select(PullStatsRow.sobject, func.sum(PullStatsRow.pruned))
+                 .where(PullStatsRow.recorded_at > as_utc(moment, "moment")).group_by(PullStatsRow.sobject))
+        with self._sessions() as session:
+            return {sobject: int(total or 0) for sobject, total in session.execute(query)}
+
     def pull_stats(self, run_id: str) -> list[PullStats]:
         """What run `run_id` pulled, one entry per object, by object name."""
         query = select(PullStatsRow).where(PullStatsRow.run_id == run_id).order_by(PullStatsRow.sobject)
@@ -337,7 +352,8 @@ class StateStore:
             return [PullStats(run_id=row.run_id, sobject=row.sobject, mode=row.mode,  # type: ignore[arg-type]
                               rows=row.rows, deleted=row.deleted, quarantined=row.quarantined,
                               api_calls=row.api_calls, seconds=row.seconds, watermark_from=row.watermark_from,
-                              watermark_to=row.watermark_to, held=row.held, purged=row.purged)
+                              watermark_to=row.watermark_to, held=row.held, purged=row.purged,
+                              pruned=row.pruned)
                     for row in session.scalars(query)]
 
     # --- assignments ---------------------------------------------------------------------------------------

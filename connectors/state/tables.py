@@ -133,6 +133,7 @@ class PullStatsRow(StateBase):
     quarantined: Mapped[int] = mapped_column(Integer)
     held: Mapped[int] = mapped_column(Integer, server_default="0")
     purged: Mapped[int] = mapped_column(Integer, server_default="0")
+    pruned: Mapped[int] = mapped_column(Integer, server_default="0")
     api_calls: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
     watermark_from: Mapped[datetime | None] = mapped_column(UtcDateTime)

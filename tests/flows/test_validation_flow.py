@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
 
 from connectors.salesforce import connect
 from connectors.state import StateStore
 from core.errors import ConfigurationError, ValidationFailed
 from core.settings import Settings
 from flows.nightly_sync import nightly_sync
+from persona_sync.cli import app
 from personas.catalog import default_catalog_path
 from sandbox.runner import RunningSandbox, SandboxConfig, prepare_org, start_sandbox
 from tests.conftest import AS_OF, sandbox_environment
@@ -83,6 +85,17 @@ def test_a_truncated_pull_is_refused(fresh_sandbox: RunningSandbox, tmp_path: Pa
     assert nightly_sync(as_of=AS_OF, full_refresh=True).users == first.users
 
 
+def test_an_incremental_pull_that_lost_sight_of_rows_is_refused_when_reconciled(
+        fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reconcile Ids on every run: the org's Ids are compared with staging, and rows gone from view leave it.
+    settings = _configure(fresh_sandbox, tmp_path, monkeypatch, pull_reconcile_days=1e-9)
+    nightly_sync(as_of=AS_OF)
+    fresh_sandbox.set_faults(hidden_rows={"Case": 0.9})
+    with pytest.raises(ValidationFailed, match=r"Case: [\d,]+ rows staged, [\d,]+ at the last good run") as raised:
+        nightly_sync(as_of=AS_OF)
+    _assert_stopped_before_writing(StateStore.from_config(settings.state()), raised.value, stored_runs=1)
+
+
 def test_an_export_whose_activity_names_no_user_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     generated = prepare_org(SandboxConfig(data_dir=tmp_path / "generated", preset="small", seed=7, as_of=AS_OF))
     export_org(generated, tmp_path / "export", extra_columns=False)
@@ -95,6 +108,10 @@ def test_an_export_whose_activity_names_no_user_is_refused(tmp_path: Path, monke
             nightly_sync(as_of=AS_OF)
         assert raised.value.failed == ["rows quarantined"]
         run_id = _assert_stopped_before_writing(StateStore.from_config(settings.state()), raised.value, stored_runs=0)
+        listed = CliRunner().invoke(app, ["quarantine", "--object", "ListEmail", "--limit", "2"])
+        assert listed.exit_code == 0, listed.output
+        assert "ListEmail" in listed.output and "no OwnerId" in listed.output
+        assert len([line for line in listed.output.splitlines() if line.startswith("ListEmail 0XB")]) == 2
     finally:
         replayed.stop()
     # The Prefect UI shows the failing checks with sample Ids, and links the Data Docs.

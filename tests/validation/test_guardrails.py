@@ -100,3 +100,12 @@ def test_only_guardrails_can_be_forced_and_only_with_a_reason() -> None:
         check_forcing(["staged rows not collapsed"], "why not")
     with pytest.raises(ConfigurationError, match="--reason"):
         check_forcing(["persona_changes"], "  ")
+
+
+def test_a_warn_level_past_the_fail_level_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="warns before it fails"):
+        Limit(warn=0.3, fail=0.2)
+    with pytest.raises(ValidationError, match="warns before it fails"):
+        Limit(warn=0.5, fail=0.6, below=True)

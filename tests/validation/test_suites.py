@@ -58,7 +58,7 @@ def test_clean_staged_rows_pass_in_chunks(tmp_path: Path) -> None:
     ("OwnerId", None, "Task.OwnerId present"),
     ("SystemModstamp", pd.Timestamp("2026-04-30T23:59:59Z"), "Task.SystemModstamp inside the pulled window"),
     ("SystemModstamp", pd.Timestamp("2026-11-01T00:00:01Z"), "Task.SystemModstamp inside the pulled window"),
-    ("CreatedDate", pd.Timestamp("1970-01-01T00:00:00Z"), "Task.CreatedDate not after the pull"),
+    ("CreatedDate", pd.Timestamp("2026-11-02T00:00:00Z"), "Task.CreatedDate not after the pull"),
     ("IsClosed", None, "Task.IsClosed set"),
 ])
 def test_each_staged_row_expectation_trips(column: str, bad: object, check: str) -> None:
@@ -87,11 +87,11 @@ def test_an_object_with_nothing_staged_is_skipped_not_passed() -> None:
 def _summary() -> pd.DataFrame:
     return pd.DataFrame.from_records([
         {"sobject": "Task", "rows": 2_000, "baseline_rows": 40_000, "row_drop": 0.95, "quarantined": 0,
-         "quarantined_share": 0.0, "reasons": ""},
+         "quarantined_share": 0.0, "reasons": "", "sample_ids": ""},
         {"sobject": "ListEmail", "rows": 0, "baseline_rows": 0, "row_drop": np.nan, "quarantined": 5_519,
-         "quarantined_share": 1.0, "reasons": "no OwnerId"},
+         "quarantined_share": 1.0, "reasons": "no OwnerId", "sample_ids": "0XB000000000001AAA, 0XB000000000002AAA"},
         {"sobject": "Case", "rows": 9_000, "baseline_rows": 10_000, "row_drop": 0.1, "quarantined": 10,
-         "quarantined_share": 0.0011, "reasons": "a date or number does not parse"},
+         "quarantined_share": 0.0011, "reasons": "a date or number does not parse", "sample_ids": "500000000000001AAA"},
     ])
 
 
@@ -102,7 +102,9 @@ def test_collapsed_and_quarantined_objects_are_named_with_their_numbers() -> Non
     assert collapsed.status == quarantined.status == "failed"
     assert collapsed.samples == ("Task",) and quarantined.samples == ("ListEmail",)
     assert collapsed.message.startswith("Task: 2,000 rows staged, 40,000 at the last good run (-95%")
-    assert quarantined.message.startswith("ListEmail: 5,519 of 5,519 rows name no user (no OwnerId)")
+    assert quarantined.message.startswith("ListEmail: 5,519 of 5,519 rows name no user (no OwnerId), "
+                                          "e.g. 0XB000000000001AAA, 0XB000000000002AAA. More than 5%")
+    assert "--full-refresh" in quarantined.message and "PERSONA_SYNC_VALIDATE_MAX_ROW_DROP=1" in collapsed.message
 
 
 def test_an_object_under_the_limits_passes() -> None:

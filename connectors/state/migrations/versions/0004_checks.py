@@ -1,4 +1,4 @@
-"""the checks of each run's validation, and where its Data Docs are.
+"""the checks of each run's validation, where its Data Docs are, and the rows each pull pruned by age.
 
 Revision ID: 0004
 Revises: 0003
@@ -40,9 +40,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_checks_run_id"), ["run_id"], unique=False)
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("data_docs", sa.Text(), nullable=True))
+    with op.batch_alter_table("pull_stats", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("pruned", sa.Integer(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pull_stats", schema=None) as batch_op:
+        batch_op.drop_column("pruned")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_column("data_docs")
     with op.batch_alter_table("checks", schema=None) as batch_op:

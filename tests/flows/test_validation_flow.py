@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest

@@ -19,7 +19,8 @@ Each phase runs in a fresh child process, so its peak memory (VmHWM) is its own:
 - pipeline + validation in one process, in the order the nightly flow runs them (--order flow: staging
   checks, features, feature checks, assignment, assignment checks incl. guardrails) or with every check
   after the pipeline (--order after): the time of `import great_expectations`, of each validation stage
-  (each includes building its Data Docs) and their total, the process peak and its extra over the floor's;
+  (each includes building its Data Docs and recording its checks in the ledger, as tasks/steps.py does)
+  and their total, the peak after each step, the process peak and its extra over the floor's;
 - validation alone, on the floor's features and candidate assignments: time and peak.
 
 Also prints what it was measured on (rows staged per object, users, cores, load) and how many checks
@@ -95,22 +96,30 @@ def phase_floor(args: argparse.Namespace, as_of: datetime) -> dict:
 class _Validation:
     """The three validation stages as the flow calls them, timed one by one, with the peak after each."""
 
-    def __init__(self, args: argparse.Namespace, settings, as_of: datetime, run_name: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings, as_of: datetime, flow: str) -> None:  # type: ignore[no-untyped-def]
         from connectors.salesforce.streams import STREAMS
+        from connectors.state import StateStore
         from personas.catalog import default_catalog_path, load_catalog
 
-        self.settings, self.as_of, self.run_name = settings, as_of, run_name
+        self.settings, self.as_of = settings, as_of
+        # A ledger run the checks are recorded under, as the flow's tasks do (tasks/steps.py, _settled).
+        with StateStore.from_config(settings.state()) as state:
+            state.ensure_schema()
+            self.run_name = state.start_run(flow, {"as_of": as_of.isoformat(), "bench": "bench_validate"})
         self.streams = list(STREAMS)
         self.catalog = load_catalog(default_catalog_path())
         self.times: dict[str, float] = {}
-        self.peaks: dict[str, float] = {}
+        # Every timed step of the process in the order it ran: (name, seconds, peak so far in MiB).
+        self.timeline: list[tuple[str, float, float]] = []
         self.checks: list = []
 
-    def _timed(self, name: str, call):  # type: ignore[no-untyped-def]
+    def timed(self, name: str, call, *, validation: bool = True):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         result = call()
-        self.times[name] = time.perf_counter() - started
-        self.peaks[name] = peak_memory_mib()
+        seconds = time.perf_counter() - started
+        if validation:
+            self.times[name] = seconds
+        self.timeline.append((name, seconds, peak_memory_mib()))
         return result
 
     def import_gx(self) -> None:
@@ -118,42 +127,52 @@ class _Validation:
             import great_expectations  # noqa: F401
             import great_expectations.expectations  # noqa: F401
 
-        self._timed("import great_expectations", load)
+        self.timed("import great_expectations", load)
+
+    def _recorded(self, stage):  # type: ignore[no-untyped-def]
+        """A stage's checks kept in the ledger with the run's index page, as the flow does after each stage
+        (a failed check would stop the flow; here it is only counted)."""
+        from core.errors import ValidationFailed
+        from tasks.validation import record
+
+        try:
+            record(self.settings.state(), self.settings.validation(), self.run_name, stage)
+        except ValidationFailed:
+            pass
+        self.checks += stage.checks
+        return stage
 
     def staging(self) -> None:
         from tasks.validation import check_staging
 
         s = self.settings
-        stage = self._timed("staging checks", lambda: check_staging(
+        self.timed("staging checks", lambda: self._recorded(check_staging(
             s.staging(), s.state(), s.validation(), self.streams, self.catalog, self.run_name,
-            history_days=s.pull().history_days))
-        self.checks += stage.checks
-        self.staged_rows = stage.staged_rows
+            history_days=s.pull().history_days)))
 
     def features(self, features_file: Path) -> None:
         from tasks.validation import check_features
 
         s = self.settings
-        self.checks += self._timed("feature checks", lambda: check_features(
-            features_file, s.staging(), s.validation(), self.catalog, self.run_name)).checks
+        self.timed("feature checks", lambda: self._recorded(check_features(
+            features_file, s.staging(), s.validation(), self.catalog, self.run_name)))
 
     def assignments(self, candidates_file: Path, features_file: Path) -> None:
         from tasks.validation import check_assignments
 
         s = self.settings
-        self.checks += self._timed("assignment checks", lambda: check_assignments(
+        self.timed("assignment checks", lambda: self._recorded(check_assignments(
             candidates_file, features_file, s.staging(), s.state(), s.validation(), self.catalog, self.as_of,
-            self.run_name)).checks
+            self.run_name)))
 
     def result(self) -> dict:
         counts: dict[str, dict[str, int]] = {}
         for check in self.checks:
             counts.setdefault(check.stage, {}).setdefault(check.status, 0)
             counts[check.stage][check.status] += 1
-        return {"validation_times": self.times, "validation_peaks": self.peaks, "check_counts": counts,
+        return {"validation_times": self.times, "timeline": self.timeline, "check_counts": counts,
                 "not_passed": [f"{check.status}: {check.message}" for check in self.checks
-                               if check.status != "passed"],
-                "staged_rows": getattr(self, "staged_rows", None)}
+                               if check.status != "passed"]}
 
 
 def phase_full(args: argparse.Namespace, as_of: datetime) -> dict:
@@ -161,26 +180,19 @@ def phase_full(args: argparse.Namespace, as_of: datetime) -> dict:
     from tasks.personas import assign_candidates, compute_and_store_features
 
     settings = _settings(args, args.home / "full")
-    validation = _Validation(args, settings, as_of, "bench-full")
-    pipeline: dict[str, float] = {}
-    marks: dict[str, float] = {}
+    validation = _Validation(settings, as_of, "bench_validate_full")
 
     def features() -> Path:
-        started = time.perf_counter()
-        path = compute_and_store_features(settings.personas(), settings.staging(), as_of)
-        pipeline["features_s"] = time.perf_counter() - started
-        marks["features"] = peak_memory_mib()
-        return path
+        return validation.timed("features", lambda: compute_and_store_features(
+            settings.personas(), settings.staging(), as_of), validation=False)
 
     def assignment(features_file: Path) -> Path:
-        started = time.perf_counter()
-        summary = assign_candidates(settings.personas(), settings.state(), features_file, "bench-full", as_of)
-        pipeline["assign_s"] = time.perf_counter() - started
-        marks["assignment"] = peak_memory_mib()
+        summary = validation.timed("assignment", lambda: assign_candidates(
+            settings.personas(), settings.state(), features_file, validation.run_name, as_of), validation=False)
         return summary.assignments_path
 
     started = time.perf_counter()
-    if args.order == "flow":  # tasks/steps.py, flows/nightly.py: each check right after what it checks
+    if args.order == "flow":  # flows/nightly_sync.py: each check right after what it checks
         validation.import_gx()
         validation.staging()
         features_file = features()
@@ -194,14 +206,13 @@ def phase_full(args: argparse.Namespace, as_of: datetime) -> dict:
         validation.staging()
         validation.features(features_file)
         validation.assignments(candidates_file, features_file)
-    return {"seconds": time.perf_counter() - started, "pipeline": pipeline, "pipeline_peaks": marks,
-            **validation.result()}
+    return {"seconds": time.perf_counter() - started, **validation.result()}
 
 
 def phase_alone(args: argparse.Namespace, as_of: datetime, features_file: Path, candidates_file: Path) -> dict:
     """Validation alone, on the floor's files."""
     settings = _settings(args, args.home / "alone")
-    validation = _Validation(args, settings, as_of, "bench-alone")
+    validation = _Validation(settings, as_of, "bench_validate_alone")
     validation.import_gx()
     validation.staging()
     validation.features(features_file)
@@ -241,7 +252,7 @@ def main() -> None:
     parser.add_argument("--as-of", type=datetime.fromisoformat, default=None,
                         help="as-of (default: the latest LoginTime staged, so the window holds the org's activity)")
     parser.add_argument("--order", choices=["flow", "after"], default="flow",
-                        help="flow: each check right after what it checks, as flows/nightly.py; after: every "
+                        help="flow: each check right after what it checks, as flows/nightly_sync.py; after: every "
                              "check after features + assignment")
     parser.add_argument("--home", type=Path, default=Path(".persona-sync/bench/validate-home-large-1"),
                         help="scratch home (features, assignments, Data Docs, the state database's copy)")
@@ -298,16 +309,15 @@ def main() -> None:
     times = full["validation_times"]
     total = sum(times.values())
     gx_import = times.get("import great_expectations", 0.0)
+    pipeline = {name: seconds for name, seconds, _ in full["timeline"] if name not in times}
     extra = full["peak_mib"] - floor["peak_mib"]
     order = ("flow order: staging checks, features, feature checks, assignment, assignment checks"
              if args.order == "flow" else "every check after features + assignment")
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in pipeline.items())
     print(f"2. pipeline + validation in one process ({order}): {full['seconds']:.1f} s; pipeline "
-          f"{full['pipeline']['features_s'] + full['pipeline']['assign_s']:.1f} s (features "
-          f"{full['pipeline']['features_s']:.1f} s, assignment {full['pipeline']['assign_s']:.1f} s)")
-    for name, seconds in times.items():
-        print(f"     {name:<26}{seconds:>6.1f} s   peak so far {full['validation_peaks'][name]:>6,.0f} MiB")
-    for name, peak in full["pipeline_peaks"].items():
-        print(f"     after {name:<20}{'':>10}peak so far {peak:>6,.0f} MiB")
+          f"{sum(pipeline.values()):.1f} s ({steps})")
+    for name, seconds, peak in full["timeline"]:
+        print(f"     {name:<26}{seconds:>6.1f} s   peak so far {peak:>6,.0f} MiB")
     print(f"   validation {total:.1f} s in all (of which import great_expectations {gx_import:.1f} s; target "
           f"<= {TARGET_SECONDS:g} s: {'met' if total <= TARGET_SECONDS else 'NOT met'}); process peak "
           f"{full['peak_mib']:,.0f} MiB, extra over the pipeline's peak {extra:+,.0f} MiB (target <= "

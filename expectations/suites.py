@@ -135,9 +135,12 @@ def catalog_fields(fields: pd.DataFrame) -> list[Expect]:
         return "; ".join(f"{name} is empty in every staged row, so {by_field.at[name, 'features']} "
                          "cannot tell users apart on this org" for name in outcome.samples)
 
+    least = fields.sort_values("populated_share").head(5)
+    least_filled = ", ".join(f"{row.field} {row.populated_share:.0%}" for row in least.itertuples())
     return [Expect(gxe.ExpectColumnValuesToBeBetween(column="populated_share", min_value=0, strict_min=True),
                    "catalog fields filled", "filled in some rows", explain=empty, warn=True,
-                   observed=lambda outcome: f"{outcome.unexpected} of {outcome.rows} fields empty for the whole org")]
+                   observed=lambda outcome: f"{outcome.unexpected} of {outcome.rows} fields empty for the whole org"
+                                            f"; least filled: {least_filled}")]
 
 
 def features(units: dict[str, str], used: Sequence[str], *, active_users: int, share_unit: str,

@@ -57,6 +57,6 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
             assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
             steps.stored_assignments(state_config, summary)
             every_check = [*staged.checks, *featured.checks, *assigned.checks]
-            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows))
+            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage))
     steps.run_summary(report, summary, every_check)
     return summary

@@ -10,14 +10,14 @@ from tasks.pull import PullReport
 
 
 def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Check],
-               staged_rows: dict[str, int] | None) -> dict[str, Any]:
+               staged_rows: dict[str, int] | None, coverage: dict[str, float] | None) -> dict[str, Any]:
     """The counts the run ledger keeps for a nightly sync: what was pulled and assigned, the checks that
-    warned or were forced, and the staged rows per object (what the next run's collapse check compares
-    with)."""
+    warned or were forced, the staged rows per object (what the next run's collapse check compares with)
+    and how much of each field the catalog reads the org fills."""
     return {**report.counts(), "users": summary.users, "personas": summary.distribution,
             "checks": {status: [check.name for check in checks if check.status == status]
                        for status in ("warned", "forced")},
-            "staged_rows": staged_rows or {}}
+            "staged_rows": staged_rows or {}, "coverage": coverage or {}}
 
 
 def distribution_rows(summary: AssignmentSummary) -> list[dict[str, Any]]:

@@ -64,6 +64,8 @@ class StageChecks:
     checks: list[Check]
     data_docs: Path | None
     staged_rows: dict[str, int] | None = None
+    # The staging stage only: each catalog field's share of rows where it is filled ("Task.WhoId" -> 0..1).
+    coverage: dict[str, float] | None = None
 
     @property
     def failed(self) -> list[Check]:
@@ -127,7 +129,8 @@ def check_staging(staging_config: StagingConfig, state_config: StateConfig, conf
         [summary], id_column="sobject")
     fields = _coverage_frame(coverage_fields, filled, rows)
     checks += runner.validate("coverage", "catalog fields", suites.catalog_fields(fields), [fields], id_column="field")
-    return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"), rows)
+    coverage = {row.field: round(float(row.populated_share), 4) for row in fields.itertuples()}
+    return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"), rows, coverage)
 
 
 def _row_expects(stream: Stream, scan: _ObjectScan, watermarks: dict[str, Watermark | None]) -> list[Expect]:

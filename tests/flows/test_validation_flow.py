@@ -153,6 +153,8 @@ def test_a_warning_lets_the_run_go_on_and_is_in_the_summary_and_ledger(fresh_san
     assert run.status == "succeeded" and run.counts["checks"]["warned"] == ["catalog fields filled"]
     [warned] = [check for check in state.checks(run.id) if check["status"] == "warned"]
     assert warned["samples"] == ("Event.WhoId",) and "customer_meetings" in warned["message"]
+    assert run.counts["coverage"]["Event.WhoId"] == 0.0 and run.counts["coverage"]["Event.WhatId"] > 0.1
+    assert warned["observed"].startswith("1 of ") and "least filled: Event.WhoId 0%" in warned["observed"]
     assert "Event.WhoId is empty in every staged row" in _artifacts()["nightly-sync"].data
     assert len(state.assignments(run.id)) == summary.users
 

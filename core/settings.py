@@ -206,15 +206,19 @@ class Settings(BaseSettings):
 
     def validation(self) -> ValidationConfig:
         """The checks' limits and guardrails, and where Data Docs go (<home>/data-docs)."""
+        limits = {}
+        for name in ("persona_changes", "assigned_share", "distribution_drift", "persona_loss"):
+            warn, fail = getattr(self, f"guard_{name}_warn"), getattr(self, f"guard_{name}_fail")
+            try:
+                limits[name] = Limit(warn=warn, fail=fail, below=name == "assigned_share")
+            except ValueError as error:
+                variables = f"PERSONA_SYNC_GUARD_{name.upper()}_WARN / _FAIL"
+                raise ConfigurationError(f"{variables}: {error.errors()[0]['msg'].removeprefix('Value error, ')}"
+                                         if hasattr(error, "errors") else f"{variables}: {error}") from None
         return ValidationConfig(
             data_docs_dir=self.home / "data-docs", data_docs_keep=self.data_docs_keep,
-            max_row_drop=self.validate_max_row_drop,
-            max_quarantined_share=self.validate_max_quarantined_share,
-            persona_changes=Limit(warn=self.guard_persona_changes_warn, fail=self.guard_persona_changes_fail),
-            assigned_share=Limit(warn=self.guard_assigned_share_warn, fail=self.guard_assigned_share_fail, below=True),
-            distribution_drift=Limit(warn=self.guard_distribution_drift_warn, fail=self.guard_distribution_drift_fail),
-            persona_loss=Limit(warn=self.guard_persona_loss_warn, fail=self.guard_persona_loss_fail),
-            persona_loss_min_users=self.guard_persona_loss_min_users)
+            max_row_drop=self.validate_max_row_drop, max_quarantined_share=self.validate_max_quarantined_share,
+            persona_loss_min_users=self.guard_persona_loss_min_users, **limits)
 
     def updated(self, **changes: object) -> "Settings":
         """These settings with `changes`, validated like the rest (a plain string becomes a secret)."""

@@ -93,6 +93,10 @@ def test_validate_exits_1_and_names_a_failing_guardrail(assigned: RunningSandbox
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERSONA_SYNC_GUARD_ASSIGNED_SHARE_FAIL", "0.999")
     result = runner.invoke(app, ["validate", "--as-of", "2026-11-01T00:00:00"])
+    assert result.exit_code == 2 and "PERSONA_SYNC_GUARD_ASSIGNED_SHARE_WARN / _FAIL: a guardrail's warn level (0.7) " \
+        "must be at or above its fail level (0.999)" in " ".join(result.output.split())
+    monkeypatch.setenv("PERSONA_SYNC_GUARD_ASSIGNED_SHARE_WARN", "0.999")
+    result = runner.invoke(app, ["validate", "--as-of", "2026-11-01T00:00:00"])
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
     assert "failed guardrails: assigned_share:" in text and "the fail level is below 100%" in text

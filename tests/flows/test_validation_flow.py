@@ -161,7 +161,8 @@ def test_a_warning_lets_the_run_go_on_and_is_in_the_summary_and_ledger(fresh_san
 
 def test_too_few_users_assigned_stops_the_first_run_unless_forced(fresh_sandbox: RunningSandbox, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _configure(fresh_sandbox, tmp_path, monkeypatch, guard_assigned_share_fail=0.999)
+    settings = _configure(fresh_sandbox, tmp_path, monkeypatch, guard_assigned_share_warn=0.999,
+                          guard_assigned_share_fail=0.999)
     with pytest.raises(ValidationFailed, match=r"assigned_share: [\d.]+% \([\d,]+ of [\d,]+ active users\)"):
         nightly_sync(as_of=AS_OF)
     state = StateStore.from_config(settings.state())

@@ -21,6 +21,8 @@ PullMode = Literal["auto", "rest", "bulk"]
 # How an object was actually read (what `auto` chose).
 Transfer = Literal["rest", "bulk"]
 AuthMode = Literal["client_credentials", "jwt", "password", "session"]
+# What the push does with a persona field a person (or another system) changed since persona-sync wrote it.
+ManualEditPolicy = Literal["overwrite", "keep-manual"]
 
 
 class _Config(BaseModel):
@@ -160,3 +162,29 @@ class ValidationConfig(_Config):
     persona_loss: Limit = Limit(warn=0.50, fail=0.99)  # share of a persona's users it loses in one run
     # A persona counts for persona_loss only when it had at least this many users.
     persona_loss_min_users: int = 5
+
+
+class PushConfig(_Config):
+    """Which User fields receive the persona, and how the push writes them."""
+
+    persona_field: str = "Persona__c"
+    score_field: str = "Persona_Score__c"
+    confidence_field: str = "Persona_Confidence__c"
+    reason_field: str = "Persona_Reason__c"
+    updated_field: str | None = "Persona_Updated__c"
+    # Per role (persona, score, confidence, reason): a value edited by hand is overwritten or kept. A kept
+    # persona keeps the whole user as it is (the other fields describe persona-sync's persona).
+    manual_edits: dict[str, ManualEditPolicy] = {"persona": "keep-manual", "score": "overwrite",
+                                                 "confidence": "overwrite", "reason": "overwrite"}
+    # From this many changed users on, one Bulk API 2.0 job instead of sObject Collections calls.
+    bulk_threshold: int = 2_000
+    # Records failing with UNABLE_TO_LOCK_ROW or REQUEST_LIMIT_EXCEEDED are tried this often in a run.
+    attempts: int = 5
+    first_wait_seconds: float = 1.0
+    bulk_poll_seconds: float = 0.5
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Role -> the User field it is written to (updated-at left out)."""
+        return {"persona": self.persona_field, "score": self.score_field, "confidence": self.confidence_field,
+                "reason": self.reason_field}

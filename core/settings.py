@@ -23,9 +23,11 @@ from core.configs import (
     DEFAULT_COMPACT_AFTER,
     AuthMode,
     Limit,
+    ManualEditPolicy,
     PersonasConfig,
     PullConfig,
     PullMode,
+    PushConfig,
     RetryConfig,
     SalesforceConfig,
     StagingConfig,
@@ -122,6 +124,21 @@ class Settings(BaseSettings):
     stability_margin: float = Field(0.1, description="A user keeps their current persona unless another scores "
                                     "this much higher.")
 
+    # --- push ---------------------------------------------------------------------------------------
+    push_persona_field: str = Field("Persona__c", description="The User field that receives the persona's label.")
+    push_score_field: str = Field("Persona_Score__c", description="The User field that receives the score (0..1).")
+    push_confidence_field: str = Field("Persona_Confidence__c", description="The User field that receives the "
+                                       "confidence (0..1).")
+    push_reason_field: str = Field("Persona_Reason__c", description="The User field that receives the reason.")
+    push_updated_field: str | None = Field("Persona_Updated__c", description="The User field that receives when "
+                                           "persona-sync last changed the others (empty: none).")
+    push_manual_edits: dict[str, ManualEditPolicy] = Field(
+        {"persona": "keep-manual", "score": "overwrite", "confidence": "overwrite", "reason": "overwrite"},
+        description="Per field role, what the push does with a value someone edited since persona-sync wrote it: "
+        "overwrite or keep-manual (JSON, e.g. {\"persona\": \"keep-manual\", \"reason\": \"overwrite\"}).")
+    push_bulk_threshold: int = Field(2_000, description="From this many changed users on, the push uses one Bulk "
+                                     "API 2.0 job instead of sObject Collections calls (200 records each).")
+
     # --- validation and guardrails (expectations/, tasks/validation.py) ----------------------------------
     validate_max_row_drop: float = Field(0.5, description="A run stops when an object's staged rows fell by more "
                                          "than this share since the last good run (a broken pull, not a quiet "
@@ -203,6 +220,18 @@ class Settings(BaseSettings):
         return PersonasConfig(catalog_file=self.catalog_file, window_days=self.feature_window_days,
                               partitions=self.feature_partitions, stability_margin=self.stability_margin,
                               features_dir=self.home / "features")
+
+    def push(self) -> PushConfig:
+        """Which User fields the push writes, and how."""
+        manual = {"persona": "keep-manual", "score": "overwrite", "confidence": "overwrite", "reason": "overwrite"}
+        unknown = sorted(set(self.push_manual_edits) - set(manual))
+        if unknown:
+            raise ConfigurationError(f"PERSONA_SYNC_PUSH_MANUAL_EDITS names {unknown}; the roles are {sorted(manual)}")
+        return PushConfig(persona_field=self.push_persona_field, score_field=self.push_score_field,
+                          confidence_field=self.push_confidence_field, reason_field=self.push_reason_field,
+                          updated_field=self.push_updated_field or None,
+                          manual_edits=manual | dict(self.push_manual_edits), bulk_threshold=self.push_bulk_threshold,
+                          bulk_poll_seconds=self.salesforce_bulk_poll_seconds)
 
     def validation(self) -> ValidationConfig:
         """The checks' limits and guardrails, and where Data Docs go (<home>/data-docs)."""

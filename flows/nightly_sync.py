@@ -1,10 +1,10 @@
-"""The nightly sync: pull -> check -> features -> check -> assign -> check -> store, as one Prefect flow
-and one run in the ledger.
+"""The nightly sync: pull -> check -> features -> check -> assign -> check -> store -> push, as one
+Prefect flow and one run in the ledger.
 
 It reads top to bottom like a recipe: each step is a task of `tasks/steps.py`, itself a thin wrapper
 over a stage function in `tasks/`. A failed check (tasks/validation.py) stops the run before anything
-is written: the assignments are stored only after every check passed. Later stages (push, history)
-come after the store.
+is written: the assignments (and the persona history) are stored only after every check passed, and
+the push to the org's User records comes after them.
 
 Settings come from PERSONA_SYNC_* variables (core/settings.py). The org must be configured: with none,
 the flow fails at once and says what to set. It never falls back to the local synthetic sandbox; only
@@ -27,12 +27,14 @@ from tasks.validation import check_forcing
 
 @flow(name="nightly_sync")
 def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, force: list[str] | None = None,
-                 force_reason: str | None = None) -> AssignmentSummary:
+                 force_reason: str | None = None, dry_run: bool = False) -> AssignmentSummary:
     """Pull the org, compute features up to `as_of` (default: now), assign personas, and store them once
     every check passed.
 
     `force`: guardrails (persona_changes, assigned_share, distribution_drift, persona_loss) this run may
     exceed, with `force_reason` saying why; both go into the ledger. Data-quality checks cannot be forced.
+    `dry_run`: everything up to the push plan, shown as an artifact; no assignment is stored and nothing
+    is written to the org.
     One ledger run covers the whole flow: on any failure it is marked failed with the error, and the
     next run starts again from the watermarks, so nothing is lost or counted twice.
     """
@@ -43,7 +45,7 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
     org = settings.salesforce()  # no org configured: stop here, before anything is touched
     state_config, staging, personas, checks = (settings.state(), settings.staging(), settings.personas(),
                                                settings.validation())
-    parameters = {"as_of": as_of.isoformat(), "full_refresh": full_refresh, "force": forced,
+    parameters = {"as_of": as_of.isoformat(), "full_refresh": full_refresh, "dry_run": dry_run, "force": forced,
                   "force_reason": force_reason, "limits": checks.model_dump(mode="json", exclude={"data_docs_dir"})}
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
@@ -55,8 +57,10 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
             featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
             summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
             assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
-            steps.stored_assignments(state_config, summary)
+            if not dry_run:
+                steps.stored_assignments(state_config, summary)
+            push = steps.pushed(org, state_config, settings.push(), personas, summary, dry_run)
             every_check = [*staged.checks, *featured.checks, *assigned.checks]
-            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage))
+            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage, push))
     steps.run_summary(report, summary, every_check)
     return summary

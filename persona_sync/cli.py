@@ -175,6 +175,9 @@ def run(
         "forced.")] = None,
     reason: Annotated[Optional[str], typer.Option(help="Why the forced guardrails may be exceeded (kept in the "
                                                        "run ledger).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Compute everything up to the push plan and show it: which users "
+                                               "would change, how, and in how many API calls. Stores no assignment "
+                                               "and writes nothing to the org.")] = False,
 ) -> None:
     """Run the nightly sync once (pull -> check -> features -> check -> assign -> check -> store) as a
     Prefect flow against the configured org. A failed check stops the run before anything is written
@@ -191,7 +194,8 @@ def run(
             _use_local_prefect_unless_configured(resolved)
             from flows.nightly_sync import nightly_sync
 
-            summary = nightly_sync(as_of=moment, full_refresh=full_refresh, force=force or [], force_reason=reason)
+            summary = nightly_sync(as_of=moment, full_refresh=full_refresh, force=force or [], force_reason=reason,
+                                   dry_run=dry_run)
     except ValidationFailed as failed:
         console.print(f"[red]{failed}[/red]", highlight=False)
         raise typer.Exit(1) from failed
@@ -205,6 +209,7 @@ def run(
         table.add_row(persona, f"{users:,}")
     console.print(table)
     _print_run_checks(settings, summary.run_id)
+    _print_push(settings, summary.run_id)
     truth = settings.sandbox_data_dir / "truth" / "truth.csv"
     if not settings.org_configured and truth.exists():
         _print_evaluation(settings, summary.run_id, truth, None)
@@ -267,6 +272,24 @@ def quarantine(
         values = ", ".join(f"{key}={value}" for key, value in list(record.raw.items())[:6])
         console.print(f"{record.sobject} {record.record_id or '(no Id)'}: {record.reason} [{values}]",
                       highlight=False, markup=False)
+
+
+def _print_push(settings: Settings, run_id: str) -> None:
+    run = _state(settings).run(run_id)
+    push = (run.counts or {}).get("push") if run else None
+    if not push:
+        return
+    if push["dry_run"]:
+        console.print(f"Dry run: {push['users_changed']:,} of {push['users_compared']:,} active users would be "
+                      f"written in {push['calls_to_write']:,} API call(s); {push['conflicts']:,} kept as edited by "
+                      "hand. Nothing was stored or written.", highlight=False)
+    else:
+        console.print(f"Push: {push['users_changed']:,} of {push['users_compared']:,} active users differed; "
+                      f"{push['written']:,} written, {sum(push['failed'].values()):,} failed {push['failed'] or ''}, "
+                      f"{push['conflicts']:,} kept as edited by hand ({push['api_calls']:,} API calls).",
+                      highlight=False)
+    for before, after, count in push["transitions"][:15]:
+        console.print(f"  {before} -> {after}: {count:,}", highlight=False)
 
 
 def _print_run_checks(settings: Settings, run_id: str) -> None:

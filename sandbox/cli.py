@@ -40,6 +40,10 @@ class CommandDefaults:
     seed: int
 
 
+# The value type of each fault that maps keys to values (the rest take text).
+_FAULT_MAP_VALUES: dict[str, type] = {"hidden_rows": float, "locked_ids": int}
+
+
 def _faults(specs: list[str]) -> FaultSettings:
     values: dict[str, object] = {}
     defaults = FaultSettings()
@@ -51,13 +55,13 @@ def _faults(specs: list[str]) -> FaultSettings:
         current = getattr(defaults, name)
         if isinstance(current, list):
             values[name] = [part for part in raw.split(",") if part]
-        elif isinstance(current, dict):  # hidden_rows=Task:0.9,Case:0.5
+        elif isinstance(current, dict):  # hidden_rows=Task:0.9,Case:0.5  locked_ids=005...:2
+            kind = _FAULT_MAP_VALUES.get(name, str)
             try:
-                values[name] = {key: float(share) for key, _, share in
+                values[name] = {key: kind(value) for key, _, value in
                                 (part.partition(":") for part in raw.split(",") if part)}
             except ValueError:
-                raise typer.BadParameter(f"{spec!r}: use {name}=Object:share,... (share 0..1)",
-                                         param_hint="--fault") from None
+                raise typer.BadParameter(f"{spec!r}: use {name}=KEY:{kind.__name__},...", param_hint="--fault") from None
         elif isinstance(current, float):
             values[name] = float(raw)
         else:
@@ -89,7 +93,8 @@ def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
         daily_api_limit: Annotated[int, typer.Option(help="The org's DailyApiRequests allowance.")] = 100_000,
         fault: Annotated[list[str], typer.Option(
             help="Inject a fault, NAME=VALUE (repeatable): request_limit_after, request_limit_calls, "
-                 "unavailable_share, cut_bulk_downloads, fail_update_ids (comma-separated), hidden_rows "
+                 "unavailable_share, cut_bulk_downloads, fail_update_ids (comma-separated), update_errors "
+                 "(Id:ERROR_CODE,...), locked_ids (Id:times,...: UNABLE_TO_LOCK_ROW), hidden_rows "
                  "(Object:share,...: rows queries do not see, a truncated pull), slow_ms, seed.")] = [],
         reset: Annotated[bool, typer.Option(help="Delete the data directory's org first and generate it anew.")] = False,
         quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,

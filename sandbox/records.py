@@ -48,12 +48,23 @@ class RecordResult:
         return content
 
 
-class RecordWriter:
-    """Writes records of one org. `update_fails(id)` lets fault injection fail chosen updates."""
+# What Salesforce says for each error code fault injection can make an update fail with.
+UPDATE_ERROR_MESSAGES = {
+    "FIELD_CUSTOM_VALIDATION_EXCEPTION": "This record is locked by a validation rule (sandbox fault injection).",
+    "UNABLE_TO_LOCK_ROW": "unable to obtain exclusive access to this record or 1 records",
+    "INACTIVE_OWNER_OR_USER": "operation performed with inactive user [{id}] as owner of user",
+    "FIELD_INTEGRITY_EXCEPTION": "field integrity exception: unknown (sandbox fault injection)",
+    "INSUFFICIENT_ACCESS_OR_READONLY": "insufficient access rights on object id",
+}
 
-    def __init__(self, store: OrgStore, update_fails: Callable[[str], bool] = lambda record_id: False) -> None:
+
+class RecordWriter:
+    """Writes records of one org. `update_error(id)` lets fault injection fail chosen updates with an
+    error code (None: the update goes through)."""
+
+    def __init__(self, store: OrgStore, update_error: Callable[[str], str | None] = lambda record_id: None) -> None:
         self.store = store
-        self.update_fails = update_fails
+        self.update_error = update_error
 
     # --- create ---------------------------------------------------------------------------------
 
@@ -120,10 +131,10 @@ class RecordWriter:
             return RecordResult.failure(record_id, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id")
         if found:
             return RecordResult.failure(record_id, "ENTITY_IS_DELETED", "entity is deleted")
-        if self.update_fails(record_id):
-            return RecordResult.failure(
-                record_id, "FIELD_CUSTOM_VALIDATION_EXCEPTION",
-                "This record is locked by a validation rule (sandbox fault injection).")
+        error = self.update_error(record_id)
+        if error is not None:
+            message = UPDATE_ERROR_MESSAGES.get(error, f"{error} (sandbox fault injection)")
+            return RecordResult.failure(record_id, error, message.format(id=record_id))
         payload = {name: value for name, value in record.items() if name not in ("Id", "id", "attributes")}
         try:
             return sobject, record_id, self._values(sobject, payload, convert, creating=False)

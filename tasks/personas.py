@@ -90,10 +90,12 @@ def assign_candidates(config: PersonasConfig, state_config: StateConfig, feature
 
 def store_assignments(state_config: StateConfig, summary: AssignmentSummary) -> int:
     """Stores a validated run's assignments under its run id: from now on they are every user's current
-    persona (what the next run keeps stable and compares with)."""
+    persona (what the next run keeps stable and compares with, and what the push writes). Users whose
+    persona changed get a new row in the persona history."""
     assignments = pd.read_parquet(summary.assignments_path)
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
         stored = state.save_assignments(summary.run_id, summary.as_of, summary.catalog_version, assignments)
+        state.record_history(summary.run_id, summary.as_of, summary.catalog_version, assignments)
     summary.assignments_path.unlink()  # the state database holds them now; a failed run's file stays for a look
     return stored

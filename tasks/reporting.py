@@ -7,17 +7,20 @@ from typing import Any
 from expectations.checks import Check
 from tasks.personas import AssignmentSummary
 from tasks.pull import PullReport
+from tasks.push import PushReport
 
 
 def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Check],
-               staged_rows: dict[str, int] | None, coverage: dict[str, float] | None) -> dict[str, Any]:
+               staged_rows: dict[str, int] | None, coverage: dict[str, float] | None,
+               push: PushReport | None = None) -> dict[str, Any]:
     """The counts the run ledger keeps for a nightly sync: what was pulled and assigned, the checks that
     warned or were forced, the staged rows per object (what the next run's collapse check compares with)
     and how much of each field the catalog reads the org fills."""
     return {**report.counts(), "users": summary.users, "personas": summary.distribution,
             "checks": {status: [check.name for check in checks if check.status == status]
                        for status in ("warned", "forced")},
-            "staged_rows": staged_rows or {}, "coverage": coverage or {}}
+            "staged_rows": staged_rows or {}, "coverage": coverage or {},
+            **(push.counts() if push is not None else {})}
 
 
 def distribution_rows(summary: AssignmentSummary) -> list[dict[str, Any]]:
@@ -39,3 +42,25 @@ def summary_markdown(report: PullReport, summary: AssignmentSummary, checks: lis
                   f"{len(noted)} of {len(checks)} checks warned or were forced:"]
         lines += [f"- **{check.status}** ({check.stage}): {check.message}" for check in noted]
     return "\n".join(lines)
+
+
+def push_markdown(report: PushReport) -> str:
+    """A push (or its dry-run plan) in Markdown: counts, the calls, persona transitions and sample rows."""
+    verb = "would write" if report.dry_run else "wrote"
+    lines = [f"# {'Dry run: push plan' if report.dry_run else 'Push'} of run {report.run_id}", "",
+             f"{report.planned:,} of {report.users:,} active users differ from their assignment: persona-sync "
+             f"{verb} them in {report.calls_to_write:,} API call(s)"
+             + ("" if report.dry_run else f"; {report.written:,} written, {sum(report.failed.values()):,} failed "
+                f"{dict(report.failed) or ''}") + f"; {report.conflicts:,} kept as edited by hand.", ""]
+    if report.transitions:
+        lines += ["| in the org now | becomes | users |", "|---|---|---:|"]
+        lines += [f"| {before} | {after} | {count:,} |" for (before, after), count in report.transitions.most_common()]
+    if report.samples:
+        lines += ["", "| user | status | from | to |", "|---|---|---|---|"]
+        lines += [f"| {write.record_id} | {write.status} | {_cells(write.old_values)} | {_cells(write.new_values)} |"
+                  for write in report.samples]
+    return "\n".join(lines)
+
+
+def _cells(values: dict[str, Any]) -> str:
+    return "; ".join(f"{name}={value}" for name, value in values.items()).replace("|", "\\|")[:300]

@@ -11,19 +11,24 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from connectors.salesforce.streams import STREAMS
-from core.configs import PersonasConfig, PullConfig, SalesforceConfig, StagingConfig, StateConfig, ValidationConfig
+from connectors.state import StateStore
+from core.configs import (PersonasConfig, PullConfig, PushConfig, SalesforceConfig, StagingConfig, StateConfig,
+                          ValidationConfig)
 from core.errors import ValidationFailed
 from expectations.checks import Check, checks_markdown
+from personas.catalog import UNASSIGNED
 from tasks import validation
 from tasks.personas import (AssignmentSummary, assign_candidates, catalog_for, compute_and_store_features,
                             store_assignments)
 from tasks.pull import PullReport, run_pull
-from tasks.reporting import distribution_rows, summary_markdown
+from tasks.push import PushReport, run_push
+from tasks.reporting import distribution_rows, push_markdown, summary_markdown
 
 
 @task(name="pulled-changes", cache_policy=NO_CACHE)
@@ -113,6 +118,24 @@ def stored_assignments(state: StateConfig, summary: AssignmentSummary) -> int:
     rows = store_assignments(state, summary)
     get_run_logger().info("stored %s assignments of run %s", f"{rows:,}", summary.run_id)
     return rows
+
+
+@task(name="pushed-to-salesforce", cache_policy=NO_CACHE)
+def pushed(org: SalesforceConfig, state: StateConfig, config: PushConfig, personas: PersonasConfig,
+           summary: AssignmentSummary, dry_run: bool) -> PushReport:
+    """The persona fields written to the org's User records (only what changed), or in a dry run the plan
+    of it, shown as an artifact."""
+    if dry_run:
+        assignments = pd.read_parquet(summary.assignments_path)
+    else:
+        with StateStore.from_config(state) as store:
+            assignments = store.assignments(summary.run_id)
+    catalog = catalog_for(personas)
+    report = run_push(org, state, config, summary.run_id, assignments, [*catalog.labels, UNASSIGNED],
+                      dry_run=dry_run)
+    create_markdown_artifact(key="push-plan" if dry_run else "push", markdown=push_markdown(report))
+    get_run_logger().info("%s", push_markdown(report).splitlines()[2])
+    return report
 
 
 @task(name="run-summary", cache_policy=NO_CACHE)

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.state.errors import LockedError, OrgMismatchError, StateError
 from connectors.state.records import LedgerEntry, PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
-from connectors.state.tables import (AssignmentRow, CheckRow, LockRow, OrgRow, PullStatsRow, QuarantineRow, RunRow,
+from connectors.state.tables import (AssignmentRow, CheckRow, LockRow, PersonaHistoryRow, SyncLogRow, OrgRow, PullStatsRow, QuarantineRow, RunRow,
                                      WatermarkRow, as_utc)
 from core.configs import StateConfig
 
@@ -396,6 +396,91 @@ class StateStore:
         with self._sessions() as session:
             latest = session.execute(query).first()
         return self.assignments(latest.run_id) if latest else _assignment_frame([])
+
+    # --- persona history ---------------------------------------------------------------------------------
+
+    def record_history(self, run_id: str, as_of: datetime, catalog_version: str, assignments: pd.DataFrame) -> int:
+        """Extends each user's persona history with a run's assignments (index: user Id; columns persona,
+        score, confidence, reason): a user whose persona differs from their open row gets that row closed
+        at `as_of` and a new one opened; a user with none gets one. The same persona again changes
+        nothing, so a rerun adds no row. Runs for an as-of not after a user's open row (a backfill of the
+        past) leave that user's history as it is. Returns the rows opened."""
+        as_of = as_utc(as_of, "the as-of of the history")
+        with self._transaction(f"record the persona history of run {run_id}") as session:
+            open_rows = {row.user_id: row for row in session.scalars(
+                select(PersonaHistoryRow).where(PersonaHistoryRow.valid_to.is_(None)))}
+            opened = []
+            for user_id, row in assignments.iterrows():
+                current = open_rows.get(str(user_id))
+                if current is not None and (current.persona == row.persona or current.valid_from >= as_of):
+                    continue
+                if current is not None:
+                    current.valid_to = as_of
+                opened.append({"user_id": str(user_id), "persona": row.persona, "score": float(row.score),
+                               "confidence": float(row.confidence), "reason": row.reason,
+                               "catalog_version": catalog_version, "valid_from": as_of, "valid_to": None,
+                               "run_id": run_id})
+            if opened:
+                session.execute(insert(PersonaHistoryRow), opened)
+        return len(opened)
+
+    def history(self, user_id: str) -> list[dict[str, Any]]:
+        """A user's persona history, oldest first."""
+        query = (select(PersonaHistoryRow).where(PersonaHistoryRow.user_id == user_id)
+                 .order_by(PersonaHistoryRow.valid_from, PersonaHistoryRow.id))
+        with self._sessions() as session:
+            return [{"persona": row.persona, "score": row.score, "confidence": row.confidence, "reason": row.reason,
+                     "catalog_version": row.catalog_version, "valid_from": row.valid_from, "valid_to": row.valid_to,
+                     "run_id": row.run_id} for row in session.scalars(query)]
+
+    # --- the sync log: every planned write and its outcome ------------------------------------------------
+
+    def plan_writes(self, run_id: str, target: str, writes: Sequence[dict[str, Any]]) -> None:
+        """Records a run's plan for one target before the first write (dicts with record_id, operation,
+        old_values, new_values, status 'planned' or 'conflict'). Planning again replaces the plan."""
+        now = _now()
+        rows = [{"run_id": run_id, "target": target, "record_id": write["record_id"], "operation": write["operation"],
+                 "old_values": write["old_values"], "new_values": write["new_values"], "status": write["status"],
+                 "error_code": None, "message": write.get("message"), "attempts": 0, "updated_at": now}
+                for write in writes]
+        with self._transaction(f"record the plan of run {run_id} for {target}") as session:
+            session.execute(delete(SyncLogRow).where(SyncLogRow.run_id == run_id, SyncLogRow.target == target))
+            for start in range(0, len(rows), _CHUNK):
+                session.execute(insert(SyncLogRow), rows[start:start + _CHUNK])
+
+    def mark_writes(self, run_id: str, target: str, outcomes: Sequence[dict[str, Any]]) -> None:
+        """Marks planned writes done or failed as their calls return (dicts with record_id, success,
+        status_code, message, attempts)."""
+        if not outcomes:
+            return
+        now = _now()
+        with self._transaction(f"mark the writes of run {run_id} to {target}") as session:
+            for outcome in outcomes:
+                session.execute(update(SyncLogRow).where(
+                    SyncLogRow.run_id == run_id, SyncLogRow.target == target,
+                    SyncLogRow.record_id == outcome["record_id"]).values(
+                    status="done" if outcome["success"] else "failed", error_code=outcome.get("status_code"),
+                    message=outcome.get("message"), attempts=outcome.get("attempts", 1), updated_at=now))
+
+    def sync_log(self, run_id: str, target: str | None = None) -> list[dict[str, Any]]:
+        """A run's planned writes and their outcomes, in plan order."""
+        query = select(SyncLogRow).where(SyncLogRow.run_id == run_id).order_by(SyncLogRow.id)
+        if target is not None:
+            query = query.where(SyncLogRow.target == target)
+        with self._sessions() as session:
+            return [{"target": row.target, "record_id": row.record_id, "operation": row.operation,
+                     "old_values": row.old_values, "new_values": row.new_values, "status": row.status,
+                     "error_code": row.error_code, "message": row.message, "attempts": row.attempts}
+                    for row in session.scalars(query)]
+
+    def last_written(self, target: str) -> dict[str, dict[str, Any]]:
+        """What persona-sync last wrote to each record of `target` (its newest done write's new values):
+        a record holding something else now was edited by someone else since."""
+        newest = (select(func.max(SyncLogRow.id)).where(SyncLogRow.target == target, SyncLogRow.status == "done")
+                  .group_by(SyncLogRow.record_id))
+        query = select(SyncLogRow.record_id, SyncLogRow.new_values).where(SyncLogRow.id.in_(newest))
+        with self._sessions() as session:
+            return {record_id: values for record_id, values in session.execute(query)}
 
     # --- the org this state belongs to --------------------------------------------------------------------
 

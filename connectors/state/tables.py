@@ -205,3 +205,49 @@ class CheckRow(StateBase):
     samples: Mapped[list[str]] = mapped_column(JSON)
     guardrail: Mapped[bool] = mapped_column(Boolean)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SyncLogRow(StateBase):
+    """One planned write of a run to one record of a target, and what became of it.
+
+    The plan is written before the first write (status 'planned'); each write is marked as its call
+    returns ('done' or 'failed' with Salesforce's status code). `old_values` are what the record held
+    before (what a rollback puts back), `new_values` what the run wrote (what tells a later human edit
+    from our own value). 'conflict' rows were not written: the record was edited by a person.
+    """
+
+    __tablename__ = "sync_log"
+    __table_args__ = (Index(None, "target", "record_id"),
+                      CheckConstraint("status IN ('planned', 'done', 'failed', 'conflict')", name="status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"), index=True)
+    target: Mapped[str] = mapped_column(String(100))
+    record_id: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(16))
+    old_values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    new_values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PersonaHistoryRow(StateBase):
+    """A user's persona over time, as a slowly changing dimension: one row per stretch of time a user held
+    one persona (valid_to None: the current one), with the run that decided it."""
+
+    __tablename__ = "persona_history"
+    __table_args__ = (Index(None, "user_id", "valid_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(18))
+    persona: Mapped[str] = mapped_column(String(80))
+    score: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(255))
+    catalog_version: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[datetime] = mapped_column(UtcDateTime)
+    valid_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"))

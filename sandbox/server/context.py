@@ -64,7 +64,7 @@ class SandboxState:
     writer: RecordWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.writer = RecordWriter(self.store, self.faults.update_fails)
+        self.writer = RecordWriter(self.store, self.faults.update_error)
 
 
 @dataclass(frozen=True)

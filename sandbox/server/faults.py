@@ -29,6 +29,11 @@ class FaultSettings:
     cut_bulk_downloads: int = 0
     # Record ids whose updates fail with FIELD_CUSTOM_VALIDATION_EXCEPTION (REST, collections, Bulk).
     fail_update_ids: list[str] = field(default_factory=list)
+    # Record id -> the error code its updates fail with, e.g. INACTIVE_OWNER_OR_USER (every time).
+    update_errors: dict[str, str] = field(default_factory=dict)
+    # Record id -> how many of its next updates fail with UNABLE_TO_LOCK_ROW (another transaction holds
+    # the row) before one goes through.
+    locked_ids: dict[str, int] = field(default_factory=dict)
     # Object name -> share of its rows (0..1) hidden from every query, as from an integration user that
     # lost access to them: the pull succeeds with fewer rows (a truncated pull).
     hidden_rows: dict[str, float] = field(default_factory=dict)
@@ -60,6 +65,8 @@ class Faults:
         self._limited_calls_left = settings.request_limit_calls
         self._cuts_left = settings.cut_bulk_downloads
         self._failing_ids = {record_id[:15] for record_id in settings.fail_update_ids}
+        self._update_errors = {record_id[:15]: code for record_id, code in settings.update_errors.items()}
+        self._locks_left = {record_id[:15]: int(times) for record_id, times in settings.locked_ids.items()}
 
     def replace(self, settings: FaultSettings) -> None:
         with self._lock:
@@ -119,6 +126,14 @@ class Faults:
         with self._lock:
             return dict(self.settings.hidden_rows)
 
-    def update_fails(self, record_id: str) -> bool:
-        """Whether an update of `record_id` is to fail validation."""
-        return record_id[:15] in self._failing_ids
+    def update_error(self, record_id: str) -> str | None:
+        """The error code this update of `record_id` fails with (None: it goes through). A locked row uses up
+        one of its failures."""
+        key = record_id[:15]
+        with self._lock:
+            if key in self._failing_ids:
+                return "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+            if self._locks_left.get(key, 0) > 0:
+                self._locks_left[key] -= 1
+                return "UNABLE_TO_LOCK_ROW"
+            return self._update_errors.get(key)

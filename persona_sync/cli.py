@@ -243,6 +243,24 @@ def validate(
 
 
 @app.command()
+def history(user_id: Annotated[str, typer.Argument(help="The Salesforce User Id (15 or 18 characters).")]) -> None:
+    """A user's persona story: each persona they held, from when to when, how sure, why, and the run and
+    catalog that decided it."""
+    state = _state(load_settings())
+    rows = state.history(user_id)
+    if not rows:
+        console.print(f"[red]error:[/red] no persona history for {user_id}: no stored run has assigned this user",
+                      highlight=False)
+        raise typer.Exit(2)
+    console.print(f"Persona history of {user_id}:", highlight=False)
+    for row in rows:
+        until = f"{row['valid_to']:%Y-%m-%d %H:%M}" if row["valid_to"] else "now"
+        console.print(f"  {row['valid_from']:%Y-%m-%d %H:%M} -> {until}: {row['persona']} (score {row['score']:.2f}, "
+                      f"confidence {row['confidence']:.2f}; catalog {row['catalog_version']}, run {row['run_id']})\n"
+                      f"    {row['reason']}", highlight=False, markup=False)
+
+
+@app.command()
 def quarantine(
     sobject: Annotated[Optional[str], typer.Option("--object", help="Only this object (API name).")] = None,
     limit: Annotated[int, typer.Option(help="Records to list.")] = 10,

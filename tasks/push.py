@@ -91,7 +91,7 @@ def check_fields(described: dict[str, FieldInfo], config: PushConfig, longest_la
     for name, kind, types, length, holds in wanted:
         info = described.get(name)
         if info is None:
-            problems.append(f"{name}: missing (create a {kind} field{f' of length {length}' if length else ''} "
+            problems.append(f"{name}: missing (create a {kind} field{f' of at least {length} characters' if length else ''} "
                             f"for {holds})")
         elif info.type not in types:
             problems.append(f"{name}: is {info.type}, needs {kind}")

@@ -425,8 +425,8 @@ class StateStore:
         return len(opened)
 
     def history(self, user_id: str) -> list[dict[str, Any]]:
-        """A user's persona history, oldest first."""
-        query = (select(PersonaHistoryRow).where(PersonaHistoryRow.user_id == user_id)
+        """A user's persona history, oldest first (`user_id` in its 15- or 18-character form)."""
+        query = (select(PersonaHistoryRow).where(func.substr(PersonaHistoryRow.user_id, 1, 15) == user_id[:15])
                  .order_by(PersonaHistoryRow.valid_from, PersonaHistoryRow.id))
         with self._sessions() as session:
             return [{"persona": row.persona, "score": row.score, "confidence": row.confidence, "reason": row.reason,

@@ -366,3 +366,28 @@ def test_of_two_processes_taking_over_a_dead_lock_at_once_one_wins(store: StateS
     assert sorted(results) == [False, True]
     with store._sessions() as session:
         assert session.get(LockRow, "pull").owner in ("first", "second")
+
+
+def test_persona_history_opens_a_row_only_when_a_persona_changes(tmp_path: Path) -> None:
+    import pandas as pd
+
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    state.ensure_schema()
+    day = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+    def assignments(persona_a: str, persona_b: str) -> pd.DataFrame:
+        return pd.DataFrame({"persona": [persona_a, persona_b], "score": [0.9, 0.8], "confidence": [0.5, 0.4],
+                             "reason": ["a", "b"]}, index=pd.Index(["005A00000000001AAA", "005A00000000002AAA"]))
+
+    runs = [state.start_run("nightly_sync", {}) for _ in range(4)]
+    assert state.record_history(runs[0], day, "v1", assignments("Case Solver", "Deal Closer")) == 2
+    assert state.record_history(runs[1], day + timedelta(days=1), "v1", assignments("Case Solver", "Deal Closer")) == 0
+    assert state.record_history(runs[2], day + timedelta(days=2), "v1", assignments("Expert Agent", "Deal Closer")) == 1
+    assert state.record_history(runs[3], day + timedelta(days=2), "v1", assignments("Expert Agent", "Deal Closer")) == 0
+    story = state.history("005A00000000001")  # the 15-character form finds the 18-character one
+    assert [(row["persona"], row["valid_from"], row["valid_to"]) for row in story] == [
+        ("Case Solver", day, day + timedelta(days=2)), ("Expert Agent", day + timedelta(days=2), None)]
+    assert story[1]["run_id"] == runs[2]
+    # A backfill of an earlier day leaves the history as it is.
+    assert state.record_history(state.start_run("backfill", {}), day - timedelta(days=5), "v1",
+                                assignments("Team Leader", "Team Leader")) == 0

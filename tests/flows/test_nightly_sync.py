@@ -72,3 +72,34 @@ def test_a_flow_with_no_org_configured_fails_and_touches_nothing(tmp_path: Path,
         nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
     assert "PERSONA_SYNC_SALESFORCE_LOGIN_URL" in str(raised.value)
     assert not list(tmp_path.iterdir())  # no state database, no staging, no sandbox
+
+
+def test_a_nightly_run_pushes_once_and_a_rerun_writes_nothing(configured: Settings, fresh_sandbox: RunningSandbox) -> None:
+    from connectors.salesforce import connect
+    from typer.testing import CliRunner
+
+    from persona_sync.cli import app
+
+    as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    sf = connect(configured.salesforce())
+    dry = nightly_sync(as_of=as_of, dry_run=True)
+    state = StateStore.from_config(configured.state())
+    plan = state.run(dry.run_id).counts["push"]
+    assert plan["dry_run"] and plan["users_changed"] == plan["users_compared"] > 150 and plan["written"] == 0
+    assert state.assignments(dry.run_id).empty and state.sync_log(dry.run_id) == []
+    assert sf.query("SELECT COUNT() FROM User WHERE Persona__c != null")["totalSize"] == 0
+
+    first = nightly_sync(as_of=as_of)
+    pushed = state.run(first.run_id).counts["push"]
+    assert pushed["written"] == plan["users_changed"] and pushed["failed"] == {}
+    in_org = {row["Id"]: row["Persona__c"] for row in sf.query_all(
+        "SELECT Id, Persona__c FROM User WHERE IsActive = true")["records"]}
+    stored = state.assignments(first.run_id)["persona"]
+    assert in_org == {user: stored[user] for user in in_org}
+
+    second = nightly_sync(as_of=as_of)
+    assert state.run(second.run_id).counts["push"]["written"] == 0 and state.sync_log(second.run_id) == []
+    user = next(iter(in_org))
+    shown = CliRunner().invoke(app, ["history", user])
+    assert shown.exit_code == 0 and in_org[user] in shown.output and first.run_id[:8] in shown.output
+    assert len(state.history(user)) == 1  # the rerun added no history row

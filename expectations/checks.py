@@ -54,7 +54,8 @@ def failure_message(checks: list[Check], data_docs: str | None = None) -> str:
 
 def checks_markdown(checks: list[Check], *, title: str, data_docs: str | None = None) -> str:
     """A markdown report of the checks that did not simply pass (failed first), for the Prefect UI."""
-    shown = sorted((check for check in checks if check.status != "passed"), key=lambda check: STATUS_ORDER[check.status])
+    shown = sorted((check for check in checks if check.status != "passed"),
+                   key=lambda check: STATUS_ORDER[check.status])
     passed = sum(check.status == "passed" for check in checks)
     lines = [f"# {title}", "",
              f"{len(checks)} checks: {passed} passed, "

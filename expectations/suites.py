@@ -51,7 +51,8 @@ def staged_rows(sobject: str, key_prefix: str, *, user_field: str | None, cursor
     expects = [
         Expect(gxe.ExpectColumnValuesToNotBeNull(column="Id"), f"{sobject}.Id present", "0 rows"),
         Expect(gxe.ExpectColumnValuesToBeUnique(column="Id"), f"{sobject}.Id unique", "0 rows"),
-        Expect(gxe.ExpectColumnValuesToMatchRegex(column="Id", regex=f"^{key_prefix}[0-9A-Za-z]{{12}}(?:[0-9A-Za-z]{{3}})?$"),
+        Expect(gxe.ExpectColumnValuesToMatchRegex(column="Id",
+                                                  regex=f"^{key_prefix}[0-9A-Za-z]{{12}}(?:[0-9A-Za-z]{{3}})?$"),
                f"{sobject}.Id well-formed", f"15 or 18 letters and digits starting {key_prefix}"),
     ]
     if user_field is not None:

@@ -91,8 +91,8 @@ def check_fields(described: dict[str, FieldInfo], config: PushConfig, longest_la
     for name, kind, types, length, holds in wanted:
         info = described.get(name)
         if info is None:
-            problems.append(f"{name}: missing (create a {kind} field{f' of at least {length} characters' if length else ''} "
-                            f"for {holds})")
+            size = f" of at least {length} characters" if length else ""
+            problems.append(f"{name}: missing (create a {kind} field{size} for {holds})")
         elif info.type not in types:
             problems.append(f"{name}: is {info.type}, needs {kind}")
         elif length and info.length < length:
@@ -134,7 +134,7 @@ def plan_user_push(assignments: pd.DataFrame, current: dict[str, dict[str, Any]]
         new = {name: value for name, value in changed.items() if name not in {roles[role] for role in kept}}
         if config.updated_field:
             old[config.updated_field] = held.get(config.updated_field)
-            new[config.updated_field] = now.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+            new[config.updated_field] = f"{now.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
         writes.append(PlannedWrite(str(user_id), {name: old[name] for name in new}, new, "planned",
                                    f"kept by hand: {', '.join(sorted(kept))}" if kept else None))
     return writes

@@ -80,7 +80,8 @@ def check_forcing(forced: Collection[str], reason: str | None) -> None:
     """Refuses a --force that names no guardrail, or comes without a reason, before anything runs."""
     unknown = sorted(set(forced) - set(GUARDRAILS))
     if unknown:
-        raise ConfigurationError(f"--force {', '.join(unknown)}: only guardrails can be forced ({', '.join(GUARDRAILS)}); "
+        raise ConfigurationError(f"--force {', '.join(unknown)}: only guardrails can be forced "
+                                 f"({', '.join(GUARDRAILS)}); "
                                  "schema and data-quality checks cannot, fix the data instead")
     if forced and not (reason and reason.strip()):
         raise ConfigurationError("--force needs --reason TEXT: why this run may exceed the guardrail "
@@ -117,7 +118,8 @@ def check_staging(staging_config: StagingConfig, state_config: StateConfig, conf
     rows: dict[str, int] = {}
     filled: dict[tuple[str, str], int] = {}
     for stream in streams:
-        scan = _ObjectScan(staging, stream, [field for (sobject, field) in coverage_fields if sobject == stream.sobject])
+        catalog_columns = [field for (sobject, field) in coverage_fields if sobject == stream.sobject]
+        scan = _ObjectScan(staging, stream, catalog_columns)
         checks += runner.validate("staging", f"staged {stream.sobject}", _row_expects(stream, scan, watermarks),
                                   scan.frames(), id_column="Id")
         rows[stream.sobject] = scan.rows

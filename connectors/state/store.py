@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.state.errors import LockedError, OrgMismatchError, StateError
 from connectors.state.records import LedgerEntry, PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
-from connectors.state.tables import (AssignmentRow, CheckRow, LockRow, PersonaHistoryRow, SyncLogRow, OrgRow, PullStatsRow, QuarantineRow, RunRow,
+from connectors.state.tables import (AssignmentRow, CheckRow, LockRow, OrgRow, PersonaHistoryRow, PullStatsRow,
+                                     QuarantineRow, RunRow, SyncLogRow,
                                      WatermarkRow, as_utc)
 from core.configs import StateConfig
 

@@ -74,7 +74,7 @@ def test_a_flow_with_no_org_configured_fails_and_touches_nothing(tmp_path: Path,
     assert not list(tmp_path.iterdir())  # no state database, no staging, no sandbox
 
 
-def test_a_nightly_run_pushes_once_and_a_rerun_writes_nothing(configured: Settings, fresh_sandbox: RunningSandbox) -> None:
+def test_a_nightly_run_pushes_once_and_a_rerun_writes_nothing(configured: Settings) -> None:
     from connectors.salesforce import connect
     from typer.testing import CliRunner
 

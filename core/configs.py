@@ -188,3 +188,15 @@ class PushConfig(_Config):
         """Role -> the User field it is written to (updated-at left out)."""
         return {"persona": self.persona_field, "score": self.score_field, "confidence": self.confidence_field,
                 "reason": self.reason_field}
+
+
+class CommunityConfig(_Config):
+    """The community platform's role table: someone else's schema, named by configuration. persona-sync
+    inserts and deletes only rows of roles it granted (its grant ledger says which)."""
+
+    url: SecretStr  # SQLAlchemy URL of the community database (may hold a password)
+    table: str = "community_members"
+    user_column: str = "member_email"  # the column that names the member
+    role_column: str = "role"
+    # The User field whose value the user column holds: Email, Username or FederationIdentifier.
+    user_field: Literal["Email", "Username", "FederationIdentifier"] = "Email"

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.configs import (
     DEFAULT_COMPACT_AFTER,
     AuthMode,
+    CommunityConfig,
     Limit,
     ManualEditPolicy,
     PersonasConfig,
@@ -139,6 +140,17 @@ class Settings(BaseSettings):
     push_bulk_threshold: int = Field(2_000, description="From this many changed users on, the push uses one Bulk "
                                      "API 2.0 job instead of sObject Collections calls (200 records each).")
 
+    # --- community role tables -------------------------------------------------------------------------
+    community_database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL of the community platform's database, whose role table persona-sync "
+        "grants and revokes roles in (a secret). Unset: no community push (the persona-sync command alone uses "
+        "a demo SQLite database under <home>).")
+    community_table: str = Field("community_members", description="The community's role table.")
+    community_user_column: str = Field("member_email", description="Its column naming the member.")
+    community_role_column: str = Field("role", description="Its column naming the role.")
+    community_user_field: Literal["Email", "Username", "FederationIdentifier"] = Field(
+        "Email", description="The Salesforce User field the member column holds.")
+
     # --- validation and guardrails (expectations/, tasks/validation.py) ----------------------------------
     validate_max_row_drop: float = Field(0.5, description="A run stops when an object's staged rows fell by more "
                                          "than this share since the last good run (a broken pull, not a quiet "
@@ -220,6 +232,14 @@ class Settings(BaseSettings):
         return PersonasConfig(catalog_file=self.catalog_file, window_days=self.feature_window_days,
                               partitions=self.feature_partitions, stability_margin=self.stability_margin,
                               features_dir=self.home / "features")
+
+    def community(self) -> CommunityConfig | None:
+        """The community role table, or None when none is configured."""
+        if self.community_database_url is None:
+            return None
+        return CommunityConfig(url=self.community_database_url, table=self.community_table,
+                               user_column=self.community_user_column, role_column=self.community_role_column,
+                               user_field=self.community_user_field)
 
     def push(self) -> PushConfig:
         """Which User fields the push writes, and how."""

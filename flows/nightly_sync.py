@@ -1,10 +1,10 @@
-"""The nightly sync: pull -> check -> features -> check -> assign -> check -> store -> push, as one
-Prefect flow and one run in the ledger.
+"""The nightly sync: pull -> check -> features -> check -> assign -> check -> store -> push (User fields,
+community roles), as one Prefect flow and one run in the ledger.
 
 It reads top to bottom like a recipe: each step is a task of `tasks/steps.py`, itself a thin wrapper
 over a stage function in `tasks/`. A failed check (tasks/validation.py) stops the run before anything
 is written: the assignments (and the persona history) are stored only after every check passed, and
-the push to the org's User records comes after them.
+the push to the org's User records and the community role table come after them.
 
 Settings come from PERSONA_SYNC_* variables (core/settings.py). The org must be configured: with none,
 the flow fails at once and says what to set. It never falls back to the local synthetic sandbox; only
@@ -60,7 +60,9 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
             if not dry_run:
                 steps.stored_assignments(state_config, summary)
             push = steps.pushed(org, state_config, settings.push(), personas, summary, dry_run)
+            roles = steps.community_roles(settings.community(), staging, state_config, personas, summary, dry_run)
             every_check = [*staged.checks, *featured.checks, *assigned.checks]
-            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage, push))
+            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage, push,
+                                         roles))
     steps.run_summary(report, summary, every_check)
     return summary

@@ -308,6 +308,13 @@ def _print_push(settings: Settings, run_id: str) -> None:
                       highlight=False)
     for before, after, count in push["transitions"][:15]:
         console.print(f"  {before} -> {after}: {count:,}", highlight=False)
+    roles = (run.counts or {}).get("community")
+    if roles:
+        verb = "would grant" if roles["dry_run"] else "granted"
+        console.print(f"Community roles ({roles['target']}): {verb} {roles['granted']:,}, "
+                      f"{'would revoke' if roles['dry_run'] else 'revoked'} {roles['revoked']:,}; "
+                      f"{roles['left_to_others']:,} already granted by others, left to them.", highlight=False,
+                      soft_wrap=True)
 
 
 def _print_run_checks(settings: Settings, run_id: str) -> None:

@@ -2,7 +2,8 @@
 
 With no org configured (neither PERSONA_SYNC_SALESFORCE_LOGIN_URL nor an instance URL), the command
 starts the local sandbox for its own duration (or uses one already serving the data directory, from
-`persona-sync sandbox start`) and points persona-sync at it. This module is the one place where
+`persona-sync sandbox start`) and points persona-sync at it, and, unless one is configured, at a demo
+community database (<home>/community.db) whose role table already holds grants made by others. This module is the one place where
 persona-sync is pointed at the sandbox: connectors, tasks, flows and deployments never import it (nor
 the sandbox), and a flow run with no org configured fails instead (core/settings.py).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,8 +46,9 @@ def org_for_command(settings: Settings, announce: Callable[[str], None] = print)
         which = f"already running on {directory}"
     announce(f"Using the local synthetic sandbox org at {url} ({which}): no PERSONA_SYNC_SALESFORCE_LOGIN_URL is "
              "set. Its users and activity are generated, not a real org's.")
+    community = {} if settings.community_database_url else demo_community(settings.home, directory / "org.db")
     try:
-        yield settings.updated(**sandbox_org(url, directory))
+        yield settings.updated(**sandbox_org(url, directory), **community)
     finally:
         if sandbox is not None:
             sandbox.stop()
@@ -58,6 +61,34 @@ def _start(settings: Settings) -> RunningSandbox:
     except SandboxError as error:
         raise SandboxError(f"{error} (the command starts the local sandbox on PERSONA_SYNC_SANDBOX_PORT, "
                            f"{settings.sandbox_port}; 0 picks any free port)") from error
+
+
+# The demo community platform's role table, and the grants "someone else" made in it before persona-sync
+# ever ran: two of them hold a role the catalog would grant too, and must never be touched.
+DEMO_TABLE = "community_members"
+_DEMO_FOREIGN_ROLES = ("Service Community", "Sales Community", "Beta Testers", "Partner Portal")
+
+
+def demo_community(home: Path, org_db: Path) -> dict[str, object]:
+    """Settings for the demo community database (<home>/community.db), made on first use: a role table
+    (member_email, role, granted_by) holding a few grants by others, for members of the sandbox org."""
+    path = home / "community.db"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(org_db) as org:
+            emails = [row[0] for row in org.execute(
+                "SELECT Email FROM User WHERE IsActive = 1 AND Email IS NOT NULL ORDER BY Id LIMIT 8")]
+        temporary = path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        with sqlite3.connect(temporary) as community:
+            community.execute(f"CREATE TABLE {DEMO_TABLE} (member_email TEXT NOT NULL, role TEXT NOT NULL, "
+                              "granted_by TEXT, PRIMARY KEY (member_email, role))")
+            community.executemany(f"INSERT INTO {DEMO_TABLE} VALUES (?, ?, 'community-admin')",
+                                  [(email, _DEMO_FOREIGN_ROLES[index % len(_DEMO_FOREIGN_ROLES)])
+                                   for index, email in enumerate(emails)])
+        temporary.replace(path)
+    return {"community_database_url": SecretStr(f"sqlite:///{path.resolve()}"), "community_table": DEMO_TABLE,
+            "community_user_column": "member_email", "community_role_column": "role", "community_user_field": "Email"}
 
 
 def sandbox_org(url: str, data_dir: Path, credentials: Credentials = Credentials()) -> dict[str, object]:

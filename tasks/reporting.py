@@ -6,13 +6,14 @@ from typing import Any
 
 from expectations.checks import Check
 from tasks.personas import AssignmentSummary
+from tasks.community import CommunityReport
 from tasks.pull import PullReport
 from tasks.push import PushReport
 
 
 def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Check],
                staged_rows: dict[str, int] | None, coverage: dict[str, float] | None,
-               push: PushReport | None = None) -> dict[str, Any]:
+               push: PushReport | None = None, community: CommunityReport | None = None) -> dict[str, Any]:
     """The counts the run ledger keeps for a nightly sync: what was pulled and assigned, the checks that
     warned or were forced, the staged rows per object (what the next run's collapse check compares with)
     and how much of each field the catalog reads the org fills."""
@@ -20,7 +21,7 @@ def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Chec
             "checks": {status: [check.name for check in checks if check.status == status]
                        for status in ("warned", "forced")},
             "staged_rows": staged_rows or {}, "coverage": coverage or {},
-            **(push.counts() if push is not None else {})}
+            **(push.counts() if push is not None else {}), **(community.counts() if community is not None else {})}
 
 
 def distribution_rows(summary: AssignmentSummary) -> list[dict[str, Any]]:

@@ -18,12 +18,13 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors.salesforce.streams import STREAMS
 from connectors.state import StateStore
-from core.configs import (PersonasConfig, PullConfig, PushConfig, SalesforceConfig, StagingConfig, StateConfig,
+from core.configs import (CommunityConfig, PersonasConfig, PullConfig, PushConfig, SalesforceConfig, StagingConfig, StateConfig,
                           ValidationConfig)
 from core.errors import ValidationFailed
 from expectations.checks import Check, checks_markdown
 from personas.catalog import UNASSIGNED
 from tasks import validation
+from tasks.community import CommunityReport, run_community_push
 from tasks.personas import (AssignmentSummary, assign_candidates, catalog_for, compute_and_store_features,
                             store_assignments)
 from tasks.pull import PullReport, run_pull
@@ -125,17 +126,37 @@ def pushed(org: SalesforceConfig, state: StateConfig, config: PushConfig, person
            summary: AssignmentSummary, dry_run: bool) -> PushReport:
     """The persona fields written to the org's User records (only what changed), or in a dry run the plan
     of it, shown as an artifact."""
-    if dry_run:
-        assignments = pd.read_parquet(summary.assignments_path)
-    else:
-        with StateStore.from_config(state) as store:
-            assignments = store.assignments(summary.run_id)
+    assignments = _assignments_of(summary, state, dry_run)
     catalog = catalog_for(personas)
     report = run_push(org, state, config, summary.run_id, assignments, [*catalog.labels, UNASSIGNED],
                       dry_run=dry_run)
     create_markdown_artifact(key="push-plan" if dry_run else "push", markdown=push_markdown(report))
     get_run_logger().info("%s", push_markdown(report).splitlines()[2])
     return report
+
+
+@task(name="community-roles", cache_policy=NO_CACHE)
+def community_roles(config: CommunityConfig | None, staging: StagingConfig, state: StateConfig,
+                    personas: PersonasConfig, summary: AssignmentSummary, dry_run: bool) -> CommunityReport | None:
+    """The community roles of each active user's persona granted, and ours that no longer fit revoked (in a
+    dry run: counted only). None when no community database is configured."""
+    if config is None:
+        get_run_logger().info("no community database configured (PERSONA_SYNC_COMMUNITY_DATABASE_URL): no roles")
+        return None
+    report = run_community_push(config, staging, state, summary.run_id, _assignments_of(summary, state, dry_run),
+                                catalog_for(personas), dry_run=dry_run)
+    get_run_logger().info("community %s: %d granted, %d revoked, %d left to whoever granted them%s", report.target,
+                          report.granted, report.revoked, report.foreign, " (dry run: nothing written)"
+                          if dry_run else "")
+    return report
+
+
+def _assignments_of(summary: AssignmentSummary, state: StateConfig, dry_run: bool) -> pd.DataFrame:
+    """The run's assignments: stored (a real run), or still the candidates (a dry run stores none)."""
+    if dry_run:
+        return pd.read_parquet(summary.assignments_path)
+    with StateStore.from_config(state) as store:
+        return store.assignments(summary.run_id)
 
 
 @task(name="run-summary", cache_policy=NO_CACHE)

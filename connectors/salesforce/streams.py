@@ -48,12 +48,13 @@ _AUDIT = ("CreatedById", "CreatedDate")
 
 STREAMS: tuple[Stream, ...] = (
     # Reference data first: users are what every other row is checked against.
-    Stream("User", "005", ("Username", "Name", "Title", "Department", "ProfileId", "UserRoleId", "ManagerId", "IsActive",
+    Stream("User", "005", ("Username", "Email", "Name", "Title", "Department", "ProfileId", "UserRoleId", "ManagerId", "IsActive",
                     "UserType", "CreatedDate", "LastLoginDate"),
-           feeds="the people: context (title, department, profile, role, manager) and current persona fields",
+           feeds="the people: context (title, department, profile, role, manager), the keys community tables "
+                 "know them by (username, email, federation id) and current persona fields",
            user_field=None, soft_delete=False, full_history=True,
            # The persona fields persona-sync writes: an org has them once its admin has created them.
-           optional=("Persona__c", "Persona_Score__c", "Persona_Confidence__c", "Persona_Reason__c",
+           optional=("FederationIdentifier", "Persona__c", "Persona_Score__c", "Persona_Confidence__c", "Persona_Reason__c",
                      "Persona_Updated__c")),
     Stream("Profile", "00e", ("Name",), feeds="profile names (context only)", user_field=None, soft_delete=False,
            full_history=True),

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.state.errors import LockedError, OrgMismatchError, StateError
 from connectors.state.records import LedgerEntry, PullStats, QuarantinedRecord, RunRecord, Watermark
 from connectors.state.schema import create_state_engine, dump_json, upgrade_to_head
-from connectors.state.tables import (AssignmentRow, CheckRow, LockRow, OrgRow, PersonaHistoryRow, PullStatsRow,
+from connectors.state.tables import (AssignmentRow, CheckRow, GrantRow, LockRow, OrgRow, PersonaHistoryRow, PullStatsRow,
                                      QuarantineRow, RunRow, SyncLogRow,
                                      WatermarkRow, as_utc)
 from core.configs import StateConfig
@@ -482,6 +482,52 @@ class StateStore:
         query = select(SyncLogRow.record_id, SyncLogRow.new_values).where(SyncLogRow.id.in_(newest))
         with self._sessions() as session:
             return {record_id: values for record_id, values in session.execute(query)}
+
+    # --- the grant ledger ---------------------------------------------------------------------------------
+
+    def grants(self, target: str, *, status: str | None = "active") -> set[tuple[str, str]]:
+        """The (member, role) pairs of `target` the ledger holds with `status` (None: any)."""
+        query = select(GrantRow.member, GrantRow.role).where(GrantRow.target == target)
+        if status is not None:
+            query = query.where(GrantRow.status == status)
+        with self._sessions() as session:
+            return {(member, role) for member, role in session.execute(query)}
+
+    def begin_grants(self, run_id: str, target: str, grants: Sequence[tuple[str, str]],
+                     revokes: Sequence[tuple[str, str]]) -> None:
+        """Records, before the target's transaction, the grants a run is about to insert ('granting') and
+        the active grants it is about to delete ('revoking')."""
+        now = _now()
+        with self._transaction(f"record the grants of run {run_id}") as session:
+            if grants:
+                session.execute(insert(GrantRow), [
+                    {"target": target, "member": member, "role": role, "status": "granting",
+                     "granted_run_id": run_id, "granted_at": now} for member, role in grants])
+            for member, role in revokes:
+                session.execute(update(GrantRow).where(
+                    GrantRow.target == target, GrantRow.member == member, GrantRow.role == role,
+                    GrantRow.status == "active").values(status="revoking", revoked_run_id=run_id, revoked_at=now))
+
+    def settle_grants(self, target: str, present: set[tuple[str, str]]) -> None:
+        """Brings the ledger in line with what `target` holds (`present`): a grant being given is active if its
+        row is there (else it never happened and goes); a revoke is done if the row is gone (else the grant
+        stays active); an active grant whose row someone removed is revoked (by nobody of ours)."""
+        now = _now()
+        with self._transaction(f"settle the grant ledger of {target}") as session:
+            for row in session.scalars(select(GrantRow).where(GrantRow.target == target,
+                                                              GrantRow.status != "revoked")):
+                there = (row.member, row.role) in present
+                if row.status == "granting":
+                    if there:
+                        row.status = "active"
+                    else:
+                        session.delete(row)
+                elif row.status == "revoking":
+                    row.status = "active" if there else "revoked"
+                    if there:
+                        row.revoked_run_id, row.revoked_at = None, None
+                elif not there:  # active, and someone else deleted the row
+                    row.status, row.revoked_at = "revoked", now
 
     # --- the org this state belongs to --------------------------------------------------------------------
 

@@ -251,3 +251,25 @@ class PersonaHistoryRow(StateBase):
     valid_from: Mapped[datetime] = mapped_column(UtcDateTime)
     valid_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
     run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"))
+
+
+class GrantRow(StateBase):
+    """The grant ledger: a community role persona-sync gave a member, in one target table.
+
+    Written before the target's transaction ('granting', 'revoking') and settled after it against what
+    the table then holds ('active', 'revoked'), so a crash in between is resolved by the next run instead
+    of leaving a row nobody owns. Only rows this ledger holds are ever revoked."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index(None, "target", "member", "role"),
+                      CheckConstraint("status IN ('granting', 'active', 'revoking', 'revoked')", name="status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(255))
+    member: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    granted_run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_run_id: Mapped[str | None] = mapped_column(RUN_ID, ForeignKey("runs.id"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

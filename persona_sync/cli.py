@@ -242,6 +242,44 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command(name="rollback")
+def rollback_command(run_id: Annotated[str, typer.Argument(help="The run to undo (from the run ledger).")]) -> None:
+    """Put the org's persona fields and the community roles back as they were before RUN_ID: fields
+    someone changed since are left as they are (and listed), roles others granted are never touched. Only
+    the newest run that wrote can be rolled back. The rollback is recorded as a run of its own."""
+    settings = load_settings()
+    try:
+        with _org(settings) as resolved, exported(resolved, settings):
+            _use_local_prefect_unless_configured(resolved)
+            from flows.rollback import rollback_run
+
+            counts = rollback_run(run_id=run_id)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    console.print(f"Rolled back run {run_id}: {counts['restored']:,} users' persona fields restored, "
+                  f"{counts['skipped_changed_since']:,} left because they changed since, "
+                  f"{len(counts['failed']):,} failed; community roles: {counts['roles_revoked']:,} revoked, "
+                  f"{counts['roles_granted_again']:,} granted again.", highlight=False)
+
+
+@app.command(name="db")
+def db_command(action: Annotated[str, typer.Argument(help="upgrade: apply the state database's migrations.")]) -> None:
+    """Manage persona-sync's own database: `persona-sync db upgrade` applies its Alembic migrations (runs
+    also do this by themselves before they start)."""
+    if action != "upgrade":
+        console.print(f"[red]error:[/red] unknown action {action!r}; the one action is: upgrade", highlight=False)
+        raise typer.Exit(2)
+    from connectors.state.schema import head_revision
+
+    settings = load_settings()
+    try:
+        state = _state(settings)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    console.print(f"The state database {state.where} is at the newest revision ({head_revision()}).",
+                  highlight=False)
+
+
 @app.command()
 def history(user_id: Annotated[str, typer.Argument(help="The Salesforce User Id (15 or 18 characters).")]) -> None:
     """A user's persona story: each persona they held, from when to when, how sure, why, and the run and

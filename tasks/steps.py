@@ -28,6 +28,7 @@ from tasks.community import CommunityReport, run_community_push
 from tasks.personas import (AssignmentSummary, assign_candidates, catalog_for, compute_and_store_features,
                             store_assignments)
 from tasks.pull import PullReport, run_pull
+from tasks.rollback import rollback
 from tasks.push import PushReport, run_push
 from tasks.reporting import distribution_rows, push_markdown, summary_markdown
 
@@ -149,6 +150,21 @@ def community_roles(config: CommunityConfig | None, staging: StagingConfig, stat
                           report.granted, report.revoked, report.foreign, " (dry run: nothing written)"
                           if dry_run else "")
     return report
+
+
+@task(name="rolled-back", cache_policy=NO_CACHE)
+def rolled_back(org: SalesforceConfig, state: StateConfig, push: PushConfig, community: CommunityConfig | None,
+                run_id: str, rollback_run_id: str) -> dict[str, object]:
+    """What run `run_id` wrote, put back; the outcome as an artifact."""
+    report = rollback(org, state, push, community, run_id, rollback_run_id)
+    skipped = ", ".join(report.skipped[:20]) + (" ..." if len(report.skipped) > 20 else "")
+    create_markdown_artifact(key="rollback", markdown="\n".join([
+        f"# Rollback of run {run_id}", "",
+        f"{report.restored:,} users' persona fields restored, {len(report.failed):,} failed {report.failed or ''}; "
+        f"community roles: {report.revoked:,} revoked, {report.regranted:,} granted again.", "",
+        f"{len(report.skipped):,} users changed since the run (by hand or by a later run) were left as they are"
+        + (f": {skipped}" if skipped else ".")]))
+    return report.counts()
 
 
 def _assignments_of(summary: AssignmentSummary, state: StateConfig, dry_run: bool) -> pd.DataFrame:

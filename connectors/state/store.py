@@ -42,6 +42,7 @@ from core.configs import StateConfig
 log = logging.getLogger(__name__)
 
 RUNNING = "running"
+ROLLED_BACK = "rolled_back"  # a run whose writes a rollback undid: its assignments count no more
 PULL_MODES = ("rest", "bulk")
 # Bound parameters per statement stay well under SQLite's and PostgreSQL's limits.
 _CHUNK = 500
@@ -388,7 +389,8 @@ class StateStore:
 
         This is every user's current persona, which stability keeps unless a new one clearly wins.
         """
-        query = select(AssignmentRow.run_id, AssignmentRow.as_of).join(RunRow, RunRow.id == AssignmentRow.run_id)
+        query = (select(AssignmentRow.run_id, AssignmentRow.as_of).join(RunRow, RunRow.id == AssignmentRow.run_id)
+                 .where(RunRow.status != ROLLED_BACK))
         if before is not None:
             query = query.where(AssignmentRow.as_of < as_utc(before, "before"))
         if until is not None:
@@ -528,6 +530,42 @@ class StateStore:
                         row.revoked_run_id, row.revoked_at = None, None
                 elif not there:  # active, and someone else deleted the row
                     row.status, row.revoked_at = "revoked", now
+
+    # --- rollback ---------------------------------------------------------------------------------------
+
+    def newest_writing_run(self) -> str | None:
+        """The newest run (not a rollback, not rolled back) that wrote to a target: the only one a rollback
+        may undo."""
+        wrote = select(SyncLogRow.run_id).where(SyncLogRow.status == "done").union(
+            select(GrantRow.granted_run_id)).subquery()
+        query = (select(RunRow.id).where(RunRow.id.in_(select(wrote.c[0])), RunRow.flow != "rollback",
+                                         RunRow.status != ROLLED_BACK)
+                 .order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1))
+        with self._sessions() as session:
+            return session.execute(query).scalar()
+
+    def grants_of_run(self, target: str, run_id: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """(pairs run `run_id` granted that are still active, pairs it revoked) in `target`."""
+        with self._sessions() as session:
+            granted = {(member, role) for member, role in session.execute(
+                select(GrantRow.member, GrantRow.role).where(GrantRow.target == target, GrantRow.status == "active",
+                                                             GrantRow.granted_run_id == run_id))}
+            revoked = {(member, role) for member, role in session.execute(
+                select(GrantRow.member, GrantRow.role).where(GrantRow.target == target, GrantRow.status == "revoked",
+                                                             GrantRow.revoked_run_id == run_id))}
+        return granted, revoked
+
+    def roll_back_run(self, run_id: str) -> None:
+        """Marks a run rolled back: its assignments no longer count as anyone's current persona, and the
+        history rows it opened go (the rows it closed are open again)."""
+        with self._transaction(f"roll back run {run_id}") as session:
+            session.execute(update(RunRow).where(RunRow.id == run_id).values(status=ROLLED_BACK))
+            opened = list(session.scalars(select(PersonaHistoryRow).where(PersonaHistoryRow.run_id == run_id)))
+            for row in opened:
+                session.execute(update(PersonaHistoryRow).where(
+                    PersonaHistoryRow.user_id == row.user_id, PersonaHistoryRow.valid_to == row.valid_from)
+                    .values(valid_to=None))
+                session.delete(row)
 
     # --- the org this state belongs to --------------------------------------------------------------------
 

@@ -103,3 +103,39 @@ def test_a_nightly_run_pushes_once_and_a_rerun_writes_nothing(configured: Settin
     shown = CliRunner().invoke(app, ["history", user])
     assert shown.exit_code == 0 and in_org[user] in shown.output and first.run_id[:8] in shown.output
     assert len(state.history(user)) == 1  # the rerun added no history row
+
+
+def test_a_run_is_rolled_back_except_what_changed_since(configured: Settings, fresh_sandbox: RunningSandbox,
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from connectors.salesforce import connect
+    from flows.rollback import rollback_run
+    from persona_sync.embedded_org import demo_community
+
+    for name, value in demo_community(tmp_path, fresh_sandbox.org_path).items():
+        monkeypatch.setenv(f"PERSONA_SYNC_{name.upper()}", value.get_secret_value() if hasattr(value, "get_secret_value")
+                           else str(value))
+    community = sqlite3.connect(tmp_path / "community.db")
+    others = set(community.execute("SELECT member_email, role FROM community_members"))
+    sf = connect(configured.salesforce())
+    fields = "SELECT Id, Persona__c, Persona_Reason__c FROM User WHERE IsActive = true ORDER BY Id"
+    before = sf.query_all(fields)["records"]
+
+    run = nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    granted = set(community.execute("SELECT member_email, role FROM community_members")) - others
+    assert granted and others <= set(community.execute("SELECT member_email, role FROM community_members"))
+    edited = before[0]["Id"]
+    sf.User.update(edited, {"Persona__c": "Pinned by hand"})
+
+    counts = rollback_run(run_id=run.run_id)
+    after = {row["Id"]: row for row in sf.query_all(fields)["records"]}
+    assert counts["skipped_changed_since"] == 1 and after[edited]["Persona__c"] == "Pinned by hand"
+    assert all(after[row["Id"]] == row for row in before if row["Id"] != edited)  # as before the run
+    assert set(community.execute("SELECT member_email, role FROM community_members")) == others
+    state = StateStore.from_config(configured.state())
+    assert state.run(run.run_id).status == "rolled_back" and state.latest_assignments().empty
+    assert state.history(edited) == []
+    assert state.runs(limit=1)[0].flow == "rollback" and state.runs(limit=1)[0].status == "succeeded"
+    with pytest.raises(Exception, match="rolled back already"):
+        rollback_run(run_id=run.run_id)

@@ -17,7 +17,8 @@ def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Chec
     """The counts the run ledger keeps for a nightly sync: what was pulled and assigned, the checks that
     warned or were forced, the staged rows per object (what the next run's collapse check compares with)
     and how much of each field the catalog reads the org fills."""
-    return {**report.counts(), "users": summary.users, "personas": summary.distribution,
+    return {**report.counts(), "users": summary.users, "catalog_version": summary.catalog_version,
+            "personas": summary.distribution,
             "checks": {status: [check.name for check in checks if check.status == status]
                        for status in ("warned", "forced")},
             "staged_rows": staged_rows or {}, "coverage": coverage or {},

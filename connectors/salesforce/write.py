@@ -126,7 +126,8 @@ def bulk_update(client: SalesforceClient, sobject: str, records: Sequence[dict[s
     fields = list(dict.fromkeys(name for record in records for name in record))
 
     def run(sf: Any) -> list[WriteOutcome]:
-        rows = [{name: _csv_value(record.get(name)) for name in fields} for record in records]
+        # Every row has every column; an empty cell leaves a field as it is (#N/A would clear it).
+        rows = [{name: _csv_value(record[name]) if name in record else "" for name in fields} for record in records]
         jobs = getattr(sf.bulk2, sobject).update(records=rows, wait=poll_seconds)
         outcomes: dict[str, WriteOutcome] = {}
         for job in jobs:

@@ -495,6 +495,11 @@ class StateStore:
         with self._sessions() as session:
             return {(member, role) for member, role in session.execute(query)}
 
+    def grants_target_names(self) -> set[str]:
+        """The targets the grant ledger knows."""
+        with self._sessions() as session:
+            return set(session.scalars(select(GrantRow.target).distinct()))
+
     def begin_grants(self, run_id: str, target: str, grants: Sequence[tuple[str, str]],
                      revokes: Sequence[tuple[str, str]]) -> None:
         """Records, before the target's transaction, the grants a run is about to insert ('granting') and

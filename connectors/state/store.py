@@ -453,17 +453,21 @@ class StateStore:
 
     def mark_writes(self, run_id: str, target: str, outcomes: Sequence[dict[str, Any]]) -> None:
         """Marks planned writes done or failed as their calls return (dicts with record_id, success,
-        status_code, message, attempts)."""
+        status_code, message, attempts). Outcomes alike are marked together, a few hundred per statement."""
         if not outcomes:
             return
         now = _now()
+        alike: dict[tuple, list[str]] = {}
+        for outcome in outcomes:
+            key = ("done" if outcome["success"] else "failed", outcome.get("status_code"), outcome.get("message"),
+                   outcome.get("attempts", 1))
+            alike.setdefault(key, []).append(outcome["record_id"])
         with self._transaction(f"mark the writes of run {run_id} to {target}") as session:
-            for outcome in outcomes:
-                session.execute(update(SyncLogRow).where(
-                    SyncLogRow.run_id == run_id, SyncLogRow.target == target,
-                    SyncLogRow.record_id == outcome["record_id"]).values(
-                    status="done" if outcome["success"] else "failed", error_code=outcome.get("status_code"),
-                    message=outcome.get("message"), attempts=outcome.get("attempts", 1), updated_at=now))
+            for (status, code, message, attempts), record_ids in alike.items():
+                for chunk in _chunks(record_ids):
+                    session.execute(update(SyncLogRow).where(
+                        SyncLogRow.run_id == run_id, SyncLogRow.target == target, SyncLogRow.record_id.in_(chunk))
+                        .values(status=status, error_code=code, message=message, attempts=attempts, updated_at=now))
 
     def sync_log(self, run_id: str, target: str | None = None) -> list[dict[str, Any]]:
         """A run's planned writes and their outcomes, in plan order."""

@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 
 from connectors.salesforce import SalesforceClient
-from connectors.salesforce.write import COLLECTION_SIZE, FieldInfo, bulk_update, describe_fields, read_records
-from connectors.salesforce.write import update_records
+from connectors.salesforce.write import (COLLECTION_SIZE, FieldInfo, WriteOutcome, bulk_update, describe_fields,
+                                         read_records, update_records)
 from connectors.state import StateStore
 from core.configs import PushConfig, SalesforceConfig, StateConfig
 from core.errors import ConfigurationError
@@ -163,48 +163,65 @@ def _edited(held: Any, ours: dict[str, Any] | None, name: str, info: FieldInfo) 
 def run_push(org: SalesforceConfig, state_config: StateConfig, config: PushConfig, run_id: str,
              assignments: pd.DataFrame, labels: list[str], *, dry_run: bool = False,
              now: datetime | None = None) -> PushReport:
-    """Plans and (unless `dry_run`) writes a run's assignments to the org's User records; see the module."""
-    now = now or datetime.now(timezone.utc)
-    report = PushReport(run_id, dry_run)
+    """Plans and (unless `dry_run`) writes a run's assignments to the org's User records; see the module.
+    The API calls it spends go into the run ledger, failed or not."""
     client = SalesforceClient(org)
+    with StateStore.from_config(state_config) as state:
+        try:
+            state.bind_org(client.org_id, client.instance_url)  # never another org's users
+            moment = now or datetime.now(timezone.utc)
+            report = _push(client, state, config, run_id, assignments, labels, dry_run, moment)
+        finally:
+            state.add_api_calls(run_id, client.api_calls)
+    log.info("push%s: %d of %d active users changed, %d written, %d failed %s, %d conflicts, %d API calls",
+             " (dry run)" if dry_run else "", report.planned, report.users, report.written,
+             sum(report.failed.values()), dict(report.failed), report.conflicts, report.calls)
+    return report
+
+
+def _push(client: SalesforceClient, state: StateStore, config: PushConfig, run_id: str, assignments: pd.DataFrame,
+          labels: list[str], dry_run: bool, now: datetime) -> PushReport:
+    report = PushReport(run_id, dry_run)
     described = describe_fields(client, "User")
     check_fields(described, config, max(len(label) for label in labels))
     names = [*config.fields.values(), *([config.updated_field] if config.updated_field else [])]
     current = {record["Id"]: record for record in read_records(client, "User", names, where="IsActive = true")}
-    with StateStore.from_config(state_config) as state:
-        writes = plan_user_push(assignments, current, state.last_written(TARGET), described, config, now)
-        planned = [write for write in writes if write.status == "planned"]
-        report.users = int(assignments.index.isin(list(current)).sum())
-        report.planned, report.conflicts = len(planned), len(writes) - len(planned)
-        report.transitions = Counter(_transition(write, current[write.record_id], config.persona_field)
-                                     for write in planned)
-        report.samples = writes[:10]
-        use_bulk = len(planned) >= config.bulk_threshold
-        report.calls_to_write = (1 if use_bulk else math.ceil(len(planned) / COLLECTION_SIZE)) if planned else 0
-        if dry_run:
-            report.calls = client.api_calls
-            return report
-        state.plan_writes(run_id, TARGET, [{"record_id": w.record_id, "operation": "update",
-                                            "old_values": w.old_values, "new_values": w.new_values,
-                                            "status": w.status, "message": w.message} for w in writes])
-        records = [{"Id": w.record_id, **w.new_values} for w in planned]
-
-        def mark(outcomes: list) -> None:
-            state.mark_writes(run_id, TARGET, [vars(outcome) for outcome in outcomes])
-
-        if use_bulk:
-            outcomes = bulk_update(client, "User", records, poll_seconds=config.bulk_poll_seconds)
-            mark(outcomes)
-        else:
-            outcomes = update_records(client, "User", records, attempts=config.attempts,
-                                      first_wait=config.first_wait_seconds, on_outcomes=mark)
-    report.written = sum(outcome.success for outcome in outcomes)
-    report.failed = Counter(outcome.status_code for outcome in outcomes if not outcome.success)
+    writes = plan_user_push(assignments, current, state.last_written(TARGET), described, config, now)
+    planned = [write for write in writes if write.status == "planned"]
+    report.users = int(assignments.index.isin(list(current)).sum())
+    report.planned, report.conflicts = len(planned), len(writes) - len(planned)
+    report.transitions = Counter(_transition(write, current[write.record_id], config.persona_field)
+                                 for write in planned)
+    report.samples = writes[:10]
+    use_bulk = len(planned) >= config.bulk_threshold
+    report.calls_to_write = (1 if use_bulk else math.ceil(len(planned) / COLLECTION_SIZE)) if planned else 0
+    if not dry_run:
+        outcomes = _write(client, state, config, run_id, writes, planned, use_bulk)
+        report.written = sum(outcome.success for outcome in outcomes)
+        report.failed = Counter(outcome.status_code for outcome in outcomes if not outcome.success)
     report.calls = client.api_calls
-    log.info("push: %d of %d active users changed, %d written, %d failed %s, %d conflicts, %d API calls",
-             report.planned, report.users, report.written, sum(report.failed.values()), dict(report.failed),
-             report.conflicts, report.calls)
     return report
+
+
+def _write(client: SalesforceClient, state: StateStore, config: PushConfig, run_id: str, writes: list[PlannedWrite],
+           planned: list[PlannedWrite], use_bulk: bool) -> list[WriteOutcome]:
+    """Records the plan, then writes it, marking each outcome as its call returns."""
+    state.plan_writes(run_id, TARGET, [{"record_id": write.record_id, "operation": "update",
+                                        "old_values": write.old_values, "new_values": write.new_values,
+                                        "status": write.status, "message": write.message} for write in writes])
+    records = [{"Id": write.record_id, **write.new_values} for write in planned]
+
+    def mark(outcomes: list[WriteOutcome]) -> None:
+        state.mark_writes(run_id, TARGET, [vars(outcome) for outcome in outcomes])
+
+    if not records:
+        return []
+    if use_bulk:
+        outcomes = bulk_update(client, "User", records, poll_seconds=config.bulk_poll_seconds)
+        mark(outcomes)
+        return outcomes
+    return update_records(client, "User", records, attempts=config.attempts, first_wait=config.first_wait_seconds,
+                          on_outcomes=mark)
 
 
 def _transition(write: PlannedWrite, held: dict[str, Any], persona_field: str) -> tuple[str, str]:

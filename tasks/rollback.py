@@ -79,6 +79,7 @@ def _restore_user_fields(org: SalesforceConfig, state: StateStore, push: PushCon
     if not written:
         return
     client = SalesforceClient(org)
+    state.bind_org(client.org_id, client.instance_url)  # never another org's users
     described = describe_fields(client, "User")
     names = sorted({name for row in written for name in row["new_values"]})
     current = {record["Id"]: record for record in read_records(client, "User", names,
@@ -100,6 +101,7 @@ def _restore_user_fields(org: SalesforceConfig, state: StateStore, push: PushCon
                               attempts=push.attempts, first_wait=push.first_wait_seconds,
                               on_outcomes=lambda done: state.mark_writes(rollback_run_id, TARGET,
                                                                          [vars(outcome) for outcome in done]))
+    state.add_api_calls(rollback_run_id, client.api_calls)
     report.restored = sum(outcome.success for outcome in outcomes)
     report.failed = {outcome.record_id: outcome.status_code or "" for outcome in outcomes if not outcome.success}
 

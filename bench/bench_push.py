@@ -226,7 +226,7 @@ def push_once(settings: Settings, probe: Probe, counter: OrgCounter, name: str, 
                           dry_run=dry_run)
         result["seconds"] = time.perf_counter() - started
     with StateStore.from_config(settings.state()) as state:
-        state.finish_run(run_id, "succeeded", counts=report.counts(), api_calls=report.calls)
+        state.finish_run(run_id, "succeeded", counts=report.counts())  # run_push recorded its API calls
     result.update(report=report, times=dict(probe.seconds), counts=dict(probe.counts), requests=dict(probe.requests))
     return result
 

@@ -12,7 +12,7 @@ The catalog maps personas to roles (`community_roles`); the member key is the co
 Crash safety: the ledger records the intended grants and revokes before the table's transaction (all
 of a run's changes in one), and is settled against the table after it, and again at the start of the
 next run, so a crash anywhere converges to the same table and ledger with no double grants. Every
-change is also in the sync log (target `community:<table>`).
+change is also in the sync log (target `community:<database>#<table>`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def run_community_push(config: CommunityConfig, staging_config: StagingConfig, s
         report.granted, report.revoked = len(to_grant), len(to_revoke)
         if dry_run or not (to_grant or to_revoke):
             return report
-        target = f"community:{config.table}"
+        target = f"community:{table.name}"
         state.plan_writes(run_id, target, [
             *({"record_id": f"{member}|{role}", "operation": "grant", "old_values": {}, "new_values": {"role": role},
                "status": "planned"} for member, role in to_grant),

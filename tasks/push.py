@@ -37,6 +37,9 @@ from core.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 TARGET = "salesforce:User"
+# A Bulk API 2.0 update job, as simple-salesforce runs it: create, upload, close, a poll (more while the org
+# works), the job's info, the successful and the failed results.
+BULK_JOB_CALLS = 7
 _NUMBER_TYPES = ("double", "percent", "currency")
 _TEXT_TYPES = ("string", "textarea", "picklist")
 
@@ -113,7 +116,8 @@ def plan_user_push(assignments: pd.DataFrame, current: dict[str, dict[str, Any]]
     score, confidence, reason), for the users in `current` (their fields as the org holds them now)."""
     roles = config.fields
     writes = []
-    for user_id, row in assignments.iterrows():
+    for row in assignments.itertuples():
+        user_id = row.Index
         held = current.get(str(user_id))
         if held is None:
             continue  # not an active user of the org (deactivated since, or never one)
@@ -194,7 +198,7 @@ def _push(client: SalesforceClient, state: StateStore, config: PushConfig, run_i
                                  for write in planned)
     report.samples = writes[:10]
     use_bulk = len(planned) >= config.bulk_threshold
-    report.calls_to_write = (1 if use_bulk else math.ceil(len(planned) / COLLECTION_SIZE)) if planned else 0
+    report.calls_to_write = (BULK_JOB_CALLS if use_bulk else math.ceil(len(planned) / COLLECTION_SIZE)) if planned else 0
     if not dry_run:
         outcomes = _write(client, state, config, run_id, writes, planned, use_bulk)
         report.written = sum(outcome.success for outcome in outcomes)

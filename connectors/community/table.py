@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydantic import SecretStr
-from sqlalchemy import Column, MetaData, Table, and_, create_engine, delete, insert, select
+from sqlalchemy import Column, MetaData, Table, and_, bindparam, create_engine, delete, insert, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 
@@ -70,8 +70,10 @@ class CommunityTable:
                 if grants:
                     connection.execute(insert(self._table), [{self._user.name: user, self._role.name: role}
                                                               for user, role in grants])
-                for user, role in revokes:
-                    connection.execute(delete(self._table).where(and_(self._user == user, self._role == role)))
+                if revokes:  # one statement, executed for every pair
+                    connection.execute(delete(self._table).where(and_(self._user == bindparam("member"),
+                                                                      self._role == bindparam("role_name"))),
+                                       [{"member": user, "role_name": role} for user, role in revokes])
         except SQLAlchemyError as error:
             raise CommunityError(f"the community database {self.where} refused the grants and revokes (none was "
                                  f"applied): {error.__class__.__name__}: {getattr(error, 'orig', error)}") from None

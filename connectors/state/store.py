@@ -26,7 +26,7 @@ from uuid import uuid4
 
 import pandas as pd
 from pydantic import SecretStr
-from sqlalchemy import Insert, delete, func, insert, select, update
+from sqlalchemy import Insert, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -514,9 +514,9 @@ class StateStore:
                 session.execute(insert(GrantRow), [
                     {"target": target, "member": member, "role": role, "status": "granting",
                      "granted_run_id": run_id, "granted_at": now} for member, role in grants])
-            for member, role in revokes:
+            for chunk in _chunks(list(revokes)):
                 session.execute(update(GrantRow).where(
-                    GrantRow.target == target, GrantRow.member == member, GrantRow.role == role,
+                    GrantRow.target == target, tuple_(GrantRow.member, GrantRow.role).in_(chunk),
                     GrantRow.status == "active").values(status="revoking", revoked_run_id=run_id, revoked_at=now))
 
     def settle_grants(self, target: str, present: set[tuple[str, str]]) -> None:
@@ -525,20 +525,21 @@ class StateStore:
         stays active); an active grant whose row someone removed is revoked (by nobody of ours)."""
         now = _now()
         with self._transaction(f"settle the grant ledger of {target}") as session:
-            for row in session.scalars(select(GrantRow).where(GrantRow.target == target,
-                                                              GrantRow.status != "revoked")):
-                there = (row.member, row.role) in present
-                if row.status == "granting":
-                    if there:
-                        row.status = "active"
-                    else:
-                        session.delete(row)
-                elif row.status == "revoking":
-                    row.status = "active" if there else "revoked"
-                    if there:
-                        row.revoked_run_id, row.revoked_at = None, None
-                elif not there:  # active, and someone else deleted the row
-                    row.status, row.revoked_at = "revoked", now
+            rows = session.execute(select(GrantRow.id, GrantRow.member, GrantRow.role, GrantRow.status)
+                                   .where(GrantRow.target == target, GrantRow.status != "revoked")).all()
+            never = [row.id for row in rows if row.status == "granting" and (row.member, row.role) not in present]
+            given = [row.id for row in rows if row.status == "granting" and (row.member, row.role) in present]
+            undone = [row.id for row in rows if row.status == "revoking" and (row.member, row.role) in present]
+            revoked = [row.id for row in rows if row.status == "revoking" and (row.member, row.role) not in present]
+            removed = [row.id for row in rows if row.status == "active" and (row.member, row.role) not in present]
+            for chunk in _chunks(never):
+                session.execute(delete(GrantRow).where(GrantRow.id.in_(chunk)))
+            for ids, values in ((given, {"status": "active"}),
+                                (undone, {"status": "active", "revoked_run_id": None, "revoked_at": None}),
+                                (revoked, {"status": "revoked"}),
+                                (removed, {"status": "revoked", "revoked_at": now})):
+                for chunk in _chunks(ids):
+                    session.execute(update(GrantRow).where(GrantRow.id.in_(chunk)).values(**values))
 
     # --- rollback ---------------------------------------------------------------------------------------
 

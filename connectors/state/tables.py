@@ -217,11 +217,11 @@ class SyncLogRow(StateBase):
     """
 
     __tablename__ = "sync_log"
-    __table_args__ = (Index(None, "target", "record_id"),
+    __table_args__ = (Index(None, "target", "record_id"), Index(None, "run_id", "target", "record_id"),
                       CheckConstraint("status IN ('planned', 'done', 'failed', 'conflict')", name="status"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"), index=True)
+    run_id: Mapped[str] = mapped_column(RUN_ID, ForeignKey("runs.id"))
     target: Mapped[str] = mapped_column(String(100))
     record_id: Mapped[str] = mapped_column(String(255))
     operation: Mapped[str] = mapped_column(String(16))

@@ -37,7 +37,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_log")),
     )
     with op.batch_alter_table("sync_log", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_sync_log_run_id"), ["run_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sync_log_run_id_target_record_id"), ["run_id", "target", "record_id"],
+                              unique=False)
         batch_op.create_index(batch_op.f("ix_sync_log_target_record_id"), ["target", "record_id"], unique=False)
     op.create_table(
         "persona_history",
@@ -65,5 +66,5 @@ def downgrade() -> None:
     op.drop_table("persona_history")
     with op.batch_alter_table("sync_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sync_log_target_record_id"))
-        batch_op.drop_index(batch_op.f("ix_sync_log_run_id"))
+        batch_op.drop_index(batch_op.f("ix_sync_log_run_id_target_record_id"))
     op.drop_table("sync_log")

@@ -37,9 +37,9 @@ from core.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 TARGET = "salesforce:User"
-# A Bulk API 2.0 update job, as simple-salesforce runs it: create, upload, close, a poll (more while the org
-# works), the job's info, the successful and the failed results.
-BULK_JOB_CALLS = 7
+# A Bulk API 2.0 update job (connectors/salesforce/write.py): create, upload, close, a poll (more while the
+# org works on it), the successful and the failed results.
+BULK_JOB_CALLS = 6
 _NUMBER_TYPES = ("double", "percent", "currency")
 _TEXT_TYPES = ("string", "textarea", "picklist")
 

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from simple_salesforce.bulk2 import ColumnDelimiter, LineEnding, Operation
+
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.soql import literal
 
@@ -122,27 +124,39 @@ def bulk_update(client: SalesforceClient, sobject: str, records: Sequence[dict[s
                 poll_seconds: float = 0.5) -> list[WriteOutcome]:
     """Updates `records` with one Bulk API 2.0 ingest job (for large changes: a handful of calls instead of
     one per 200 records); returns each record's outcome from the job's successful and failed results.
-    Records the job did not process come back failed with status code UNPROCESSED (retried next run)."""
+    Records the job did not process come back failed with status code UNPROCESSED (written next run).
+
+    Each step (create, upload, close, wait, results) is its own `call`, so a transient failure while
+    waiting or downloading repeats that step, never the job: the records are sent once."""
     fields = list(dict.fromkeys(name for record in records for name in record))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(fields)
+    # Every row has every column; an empty cell leaves a field as it is (#N/A would clear it).
+    writer.writerows([_csv_value(record[name]) if name in record else "" for name in fields] for record in records)
 
-    def run(sf: Any) -> list[WriteOutcome]:
-        # Every row has every column; an empty cell leaves a field as it is (#N/A would clear it).
-        rows = [{name: _csv_value(record[name]) if name in record else "" for name in fields} for record in records]
-        jobs = getattr(sf.bulk2, sobject).update(records=rows, wait=poll_seconds)
-        outcomes: dict[str, WriteOutcome] = {}
-        for job in jobs:
-            bulk = getattr(sf.bulk2, sobject)
-            for row in _csv_rows(bulk.get_successful_records(job["job_id"])):
-                outcomes[row["sf__Id"]] = WriteOutcome(row["sf__Id"], True)
-            for row in _csv_rows(bulk.get_failed_records(job["job_id"])):
-                code, _, message = (row.get("sf__Error") or "UNKNOWN_ERROR:").partition(":")
-                outcomes[row.get("Id") or row["sf__Id"]] = WriteOutcome(row.get("Id") or row["sf__Id"], False,
-                                                                        code, message.strip())
-        return [outcomes.get(record["Id"], WriteOutcome(record["Id"], False, "UNPROCESSED",
-                                                        "the Bulk job did not process this record"))
-                for record in records]
+    def jobs(sf: Any) -> Any:
+        return getattr(sf.bulk2, sobject)._client  # built per access, with the current token
 
-    return client.call(run, sobject=sobject, call="bulk update")
+    job_id = client.call(lambda sf: jobs(sf).create_job(Operation.update, None, ColumnDelimiter.COMMA, LineEnding.LF),
+                         sobject=sobject, call="bulk2 create update job")["id"]
+    client.call(lambda sf: jobs(sf).upload_job_data(job_id, buffer.getvalue()), sobject=sobject,
+                call=f"bulk2 upload to job {job_id}")
+    client.call(lambda sf: jobs(sf).close_job(job_id), sobject=sobject, call=f"bulk2 close job {job_id}")
+    client.call(lambda sf: jobs(sf).wait_for_job(job_id, False, poll_seconds), sobject=sobject,
+                call=f"bulk2 wait for job {job_id}")
+    outcomes: dict[str, WriteOutcome] = {}
+    for row in _csv_rows(client.call(lambda sf: jobs(sf).get_ingest_results(job_id, "successfulResults"),
+                                     sobject=sobject, call=f"bulk2 successful results of job {job_id}")):
+        outcomes[row["sf__Id"]] = WriteOutcome(row["sf__Id"], True)
+    for row in _csv_rows(client.call(lambda sf: jobs(sf).get_ingest_results(job_id, "failedResults"),
+                                     sobject=sobject, call=f"bulk2 failed results of job {job_id}")):
+        record_id = row.get("Id") or row["sf__Id"]
+        code, _, message = (row.get("sf__Error") or "UNKNOWN_ERROR:").partition(":")
+        outcomes[record_id] = WriteOutcome(record_id, False, code, message.strip())
+    return [outcomes.get(record["Id"], WriteOutcome(record["Id"], False, "UNPROCESSED",
+                                                    "the Bulk job did not process this record"))
+            for record in records]
 
 
 def _csv_value(value: Any) -> str:

@@ -166,3 +166,25 @@ def test_missing_fields_stop_the_push_with_what_to_create(org) -> None:
     message = str(raised.value)
     assert "Persona_Label__c: missing (create a Text field of at least 11 characters" in message
     assert "Title: holds 80 characters, needs at least 255" in message
+
+
+def test_a_bulk_job_writes_and_reports_each_record(org) -> None:
+    sandbox, settings, state = org
+    sf = connect(settings.salesforce())
+    users = _active_users(sf)
+    sandbox.set_faults(update_errors={users[0]: "INACTIVE_OWNER_OR_USER"})
+    config = settings.push().model_copy(update={"bulk_threshold": 1})
+    before = _api_used(sf)
+    report = _push(settings, state, "bulk", _assignments(users), config=config)
+    spent = _api_used(sf) - before - 1
+    assert report.written == len(users) - 1 and dict(report.failed) == {"INACTIVE_OWNER_OR_USER": 1}
+    assert spent == report.calls == 2 + report.calls_to_write  # describe + read-back, then the job's 6 calls
+    fields = _org_fields(sf)
+    assert fields[users[0]]["Persona__c"] is None and {fields[user]["Persona__c"] for user in users[1:]} == \
+        {"Case Solver"}
+    # Only what changes is sent: a later job leaves the fields it does not change as they are.
+    again = _push(settings, state, "bulk again", _assignments(users[1:], score=0.5), config=config)
+    assert again.written == len(users) - 1
+    fields = _org_fields(sf)
+    assert {(fields[user]["Persona__c"], fields[user]["Persona_Score__c"]) for user in users[1:]} == \
+        {("Case Solver", 0.5)}

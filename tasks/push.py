@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 
 from connectors.salesforce import SalesforceClient
-from connectors.salesforce.write import (COLLECTION_SIZE, FieldInfo, WriteOutcome, bulk_update, describe_fields,
-                                         read_records, update_records)
+from connectors.salesforce.write import (COLLECTION_SIZE, RETRIED_IN_RUN, FieldInfo, WriteOutcome, bulk_update,
+                                         describe_fields, read_records, update_records)
 from connectors.state import StateStore
 from core.configs import PushConfig, SalesforceConfig, StateConfig
 from core.errors import ConfigurationError
@@ -124,7 +124,7 @@ def plan_user_push(assignments: pd.DataFrame, current: dict[str, dict[str, Any]]
         desired = {roles["persona"]: row.persona, roles["score"]: _at_scale(row.score, described[roles["score"]]),
                    roles["confidence"]: _at_scale(row.confidence, described[roles["confidence"]]),
                    roles["reason"]: str(row.reason)[:described[roles["reason"]].length or None]}
-        changed = {name: value for name, value in desired.items() if not _same(held.get(name), value, described[name])}
+        changed = {name: value for name, value in desired.items() if not same_value(held.get(name), value, described[name])}
         if not changed:
             continue
         ours = last_written.get(str(user_id))
@@ -148,7 +148,8 @@ def _at_scale(value: float, info: FieldInfo) -> float:
     return round(float(value), info.scale) if info.scale else float(value)
 
 
-def _same(held: Any, wanted: Any, info: FieldInfo) -> bool:
+def same_value(held: Any, wanted: Any, info: FieldInfo) -> bool:
+    """Whether a field holding `held` already holds `wanted` (numbers compared at the field's scale)."""
     if held is None or wanted is None:
         return held is None and wanted is None
     if info.type in _NUMBER_TYPES:
@@ -161,7 +162,7 @@ def _edited(held: Any, ours: dict[str, Any] | None, name: str, info: FieldInfo) 
     write, or any value where it never wrote."""
     if ours is None or name not in ours:
         return held is not None
-    return not _same(held, ours[name], info)
+    return not same_value(held, ours[name], info)
 
 
 def run_push(org: SalesforceConfig, state_config: StateConfig, config: PushConfig, run_id: str,
@@ -190,6 +191,8 @@ def _push(client: SalesforceClient, state: StateStore, config: PushConfig, run_i
     check_fields(described, config, max(len(label) for label in labels))
     names = [*config.fields.values(), *([config.updated_field] if config.updated_field else [])]
     current = {record["Id"]: record for record in read_records(client, "User", names, where="IsActive = true")}
+    if not dry_run:
+        _settle_unsettled(state, current, described, config)
     writes = plan_user_push(assignments, current, state.last_written(TARGET), described, config, now)
     planned = [write for write in writes if write.status == "planned"]
     report.users = int(assignments.index.isin(list(current)).sum())
@@ -207,6 +210,25 @@ def _push(client: SalesforceClient, state: StateStore, config: PushConfig, run_i
     return report
 
 
+def _settle_unsettled(state: StateStore, current: dict[str, dict[str, Any]], described: dict[str, FieldInfo],
+                      config: PushConfig) -> None:
+    """Marks done the planned writes of an earlier run that died before marking them, where the org holds
+    what they wrote (the persona fields; the updated-at stamp is the org's own format): so those values
+    count as ours (not as hand edits) from now on. The rest stay as they are: this run's plan writes what
+    still differs."""
+    compared = set(config.fields.values())
+    taken: dict[str, list[dict[str, Any]]] = {}
+    for write in state.unsettled_writes(TARGET):
+        held = current.get(write["record_id"], {})
+        if all(same_value(held.get(name), value, described[name]) for name, value in write["new_values"].items()
+               if name in compared and name in described):
+            taken.setdefault(write["run_id"], []).append({"record_id": write["record_id"], "success": True})
+    for run_id, outcomes in taken.items():
+        state.mark_writes(run_id, TARGET, outcomes)
+        log.info("push: %d writes of run %s were in the org but never marked (the run died): marked done now",
+                 len(outcomes), run_id)
+
+
 def _write(client: SalesforceClient, state: StateStore, config: PushConfig, run_id: str, writes: list[PlannedWrite],
            planned: list[PlannedWrite], use_bulk: bool) -> list[WriteOutcome]:
     """Records the plan, then writes it, marking each outcome as its call returns."""
@@ -222,8 +244,14 @@ def _write(client: SalesforceClient, state: StateStore, config: PushConfig, run_
         return []
     if use_bulk:
         outcomes = bulk_update(client, "User", records, poll_seconds=config.bulk_poll_seconds)
-        mark(outcomes)
-        return outcomes
+        again = {outcome.record_id for outcome in outcomes if outcome.status_code in RETRIED_IN_RUN}
+        mark([outcome for outcome in outcomes if outcome.record_id not in again])
+        if not again:
+            return outcomes
+        log.info("push: %d records of the Bulk job were locked or over the limit; sending them again", len(again))
+        retried = update_records(client, "User", [record for record in records if record["Id"] in again],
+                                 attempts=config.attempts, first_wait=config.first_wait_seconds, on_outcomes=mark)
+        return [outcome for outcome in outcomes if outcome.record_id not in again] + retried
     return update_records(client, "User", records, attempts=config.attempts, first_wait=config.first_wait_seconds,
                           on_outcomes=mark)
 

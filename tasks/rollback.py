@@ -24,7 +24,7 @@ from connectors.salesforce.write import describe_fields, read_records, update_re
 from connectors.state import StateStore
 from core.configs import CommunityConfig, PushConfig, SalesforceConfig, StateConfig
 from core.errors import ConfigurationError
-from tasks.push import TARGET, _same
+from tasks.push import TARGET, same_value
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _restore_user_fields(org: SalesforceConfig, state: StateStore, push: PushCon
     restore = []
     for row in written:
         held = current.get(row["record_id"], {})
-        if all(_same(held.get(name), row["new_values"].get(name), described[name]) for name in compared
+        if all(same_value(held.get(name), row["new_values"].get(name), described[name]) for name in compared
                if name in row["new_values"]):
             restore.append(row)
         else:

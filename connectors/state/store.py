@@ -481,13 +481,25 @@ class StateStore:
                     for row in session.scalars(query)]
 
     def last_written(self, target: str) -> dict[str, dict[str, Any]]:
-        """What persona-sync last wrote to each record of `target` (its newest done write's new values):
-        a record holding something else now was edited by someone else since."""
-        newest = (select(func.max(SyncLogRow.id)).where(SyncLogRow.target == target, SyncLogRow.status == "done")
-                  .group_by(SyncLogRow.record_id))
-        query = select(SyncLogRow.record_id, SyncLogRow.new_values).where(SyncLogRow.id.in_(newest))
+        """What persona-sync last wrote to each field of each record of `target` (done writes, newest last,
+        field by field: a write that changed only the score leaves the persona it wrote before as ours).
+        A record holding something else now was edited by someone else since."""
+        query = (select(SyncLogRow.record_id, SyncLogRow.new_values)
+                 .where(SyncLogRow.target == target, SyncLogRow.status == "done").order_by(SyncLogRow.id))
+        written: dict[str, dict[str, Any]] = {}
         with self._sessions() as session:
-            return {record_id: values for record_id, values in session.execute(query)}
+            for record_id, values in session.execute(query):
+                written.setdefault(record_id, {}).update(values)
+        return written
+
+    def unsettled_writes(self, target: str) -> list[dict[str, Any]]:
+        """Writes still 'planned' (any run): a run died after planning them, perhaps after the org took
+        them but before they were marked."""
+        query = (select(SyncLogRow.run_id, SyncLogRow.record_id, SyncLogRow.new_values)
+                 .where(SyncLogRow.target == target, SyncLogRow.status == "planned").order_by(SyncLogRow.id))
+        with self._sessions() as session:
+            return [{"run_id": run_id, "record_id": record_id, "new_values": values}
+                    for run_id, record_id, values in session.execute(query)]
 
     # --- the grant ledger ---------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """A push in a process of its own, killed with SIGKILL at a chosen point (tests/flows/test_crash_safety.py).
 
 Run: python tests/flows/push_child.py POINT ASSIGNMENTS.parquet. Settings come from PERSONA_SYNC_*
-variables. POINT: none, before-first-call, between-calls, during-bulk-job, inside-sql-transaction.
+variables. POINT: none, before-first-call, between-calls, after-first-call (the org took the first call, its outcomes
+are not marked), during-bulk-job, inside-sql-transaction.
 The product code runs unchanged; only the kill is patched in, around the real calls.
 """
 
@@ -31,15 +32,18 @@ def die() -> None:
 
 
 def kill_at(point: str) -> None:
-    if point in ("before-first-call", "between-calls"):
+    if point in ("before-first-call", "between-calls", "after-first-call"):
         write.COLLECTION_SIZE = 50  # several calls even on a small org
         send, calls = write._send, []
 
         def dying_send(*args):
             calls.append(1)
-            if point == "before-first-call" or len(calls) == 3:
+            if point == "before-first-call" or (point == "between-calls" and len(calls) == 3):
                 die()
-            return send(*args)
+            results = send(*args)
+            if point == "after-first-call":
+                die()  # the org took the call; its outcomes are not marked yet
+            return results
 
         write._send = dying_send
     elif point == "during-bulk-job":

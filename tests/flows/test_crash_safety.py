@@ -3,7 +3,7 @@
 A child process runs the real push (User fields, then community roles) and is killed with SIGKILL at a
 point: before the first call, between sObject Collections calls, while a Bulk API 2.0 job is in the
 org's hands, and inside the community table's SQL transaction. Then the push runs again, uninterrupted.
-The end state is compared with the truth outside the code: the org's User records as the assignments
+The end state, and that of a third run after it, is compared with the truth outside the code: the org's User records as the assignments
 say, the community table as the catalog's roles say plus everyone else's grants, one ledger row per
 grant, and every failure recorded.
 """
@@ -102,7 +102,8 @@ def _check_end_state(world: dict, assignments: pd.DataFrame, failing: str | None
     assert state.grants(target, status="granting") == set() and state.grants(target, status="revoking") == set()
 
 
-@pytest.mark.parametrize("point", ["before-first-call", "between-calls", "during-bulk-job", "inside-sql-transaction"])
+@pytest.mark.parametrize("point", ["before-first-call", "between-calls", "after-first-call", "during-bulk-job",
+                                   "inside-sql-transaction"])
 def test_a_push_killed_at_any_point_converges_on_the_next_run(world: dict, point: str) -> None:
     failing = world["active"][5]["Id"]
     world["sandbox"].set_faults(update_errors={failing: "INACTIVE_OWNER_OR_USER"})
@@ -118,3 +119,9 @@ def test_a_push_killed_at_any_point_converges_on_the_next_run(world: dict, point
     state = StateStore.from_config(_settings(world["env"]).state())
     last = state.sync_log(state.runs(limit=1)[0].id, "salesforce:User")
     assert [row["error_code"] for row in last if row["record_id"] == failing] == ["INACTIVE_OWNER_OR_USER"]
+    # What the killed run wrote counts as ours: the next change goes through, with no conflict.
+    later = _assignments(world, 6)
+    assert _run_child(world, "none", later, **bulk) == 0
+    _check_end_state(world, later, failing)
+    assert not [row for row in state.sync_log(state.runs(limit=1)[0].id, "salesforce:User")
+                if row["status"] == "conflict"]

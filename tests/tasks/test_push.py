@@ -188,3 +188,14 @@ def test_a_bulk_job_writes_and_reports_each_record(org) -> None:
     fields = _org_fields(sf)
     assert {(fields[user]["Persona__c"], fields[user]["Persona_Score__c"]) for user in users[1:]} == \
         {("Case Solver", 0.5)}
+
+
+def test_a_persona_written_before_a_score_only_change_is_still_ours(org) -> None:
+    sandbox, settings, state = org
+    sf = connect(settings.salesforce())
+    users = _active_users(sf)
+    _push(settings, state, "first", _assignments(users, score=0.9))
+    assert _push(settings, state, "score only", _assignments(users, score=0.5)).written == len(users)
+    third = _push(settings, state, "new persona", _assignments(users, "Deal Closer", score=0.5))
+    assert third.conflicts == 0 and third.written == len(users)
+    assert {row["Persona__c"] for user, row in _org_fields(sf).items() if user in users} == {"Deal Closer"}

@@ -134,8 +134,7 @@ class Settings(BaseSettings):
     push_updated_field: str | None = Field("Persona_Updated__c", description="The User field that receives when "
                                            "persona-sync last changed the others (empty: none).")
     push_manual_edits: dict[str, ManualEditPolicy] = Field(
-        {"persona": "keep-manual", "score": "overwrite", "confidence": "overwrite", "reason": "overwrite"},
-        description="Per field role, what the push does with a value someone edited since persona-sync wrote it: "
+        default_factory=lambda: dict(PushConfig().manual_edits), description="Per field role, what the push does with a value someone edited since persona-sync wrote it: "
         "overwrite or keep-manual (JSON, e.g. {\"persona\": \"keep-manual\", \"reason\": \"overwrite\"}).")
     push_bulk_threshold: int = Field(2_000, description="From this many changed users on, the push uses one Bulk "
                                      "API 2.0 job instead of sObject Collections calls (200 records each).")
@@ -243,7 +242,7 @@ class Settings(BaseSettings):
 
     def push(self) -> PushConfig:
         """Which User fields the push writes, and how."""
-        manual = {"persona": "keep-manual", "score": "overwrite", "confidence": "overwrite", "reason": "overwrite"}
+        manual = dict(PushConfig().manual_edits)
         unknown = sorted(set(self.push_manual_edits) - set(manual))
         if unknown:
             raise ConfigurationError(f"PERSONA_SYNC_PUSH_MANUAL_EDITS names {unknown}; the roles are {sorted(manual)}")

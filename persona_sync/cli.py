@@ -179,8 +179,8 @@ def run(
                                                "would change, how, and in how many API calls. Stores no assignment "
                                                "and writes nothing to the org.")] = False,
 ) -> None:
-    """Run the nightly sync once (pull -> check -> features -> check -> assign -> check -> store) as a
-    Prefect flow against the configured org. A failed check stops the run before anything is written
+    """Run the nightly sync once (pull -> check -> features -> check -> assign -> check -> store -> push
+    the persona fields and community roles) as a Prefect flow against the configured org. A failed check stops the run before anything is written
     and names the check, what was observed and the limit (exit code 1).
 
     With no org configured that is the local synthetic sandbox org (said on the first line), and the
@@ -284,8 +284,10 @@ def db_command(action: Annotated[str, typer.Argument(help="upgrade: apply the st
 def history(user_id: Annotated[str, typer.Argument(help="The Salesforce User Id (15 or 18 characters).")]) -> None:
     """A user's persona story: each persona they held, from when to when, how sure, why, and the run and
     catalog that decided it."""
-    state = _state(load_settings())
-    rows = state.history(user_id)
+    try:
+        rows = _state(load_settings()).history(user_id)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
     if not rows:
         console.print(f"[red]error:[/red] no persona history for {user_id}: no stored run has assigned this user",
                       highlight=False)
@@ -346,6 +348,10 @@ def _print_push(settings: Settings, run_id: str) -> None:
                       highlight=False)
     for before, after, count in push["transitions"][:15]:
         console.print(f"  {before} -> {after}: {count:,}", highlight=False)
+    if push.get("conflicts_sample"):
+        console.print(f"  kept as edited by hand: {', '.join(push['conflicts_sample'])}", highlight=False)
+    for record_id, status, old, new in push.get("sample", []):
+        console.print(f"  e.g. {record_id} ({status}): {old} -> {new}", highlight=False, markup=False)
     roles = (run.counts or {}).get("community")
     if roles:
         verb = "would grant" if roles["dry_run"] else "granted"

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow.compute as pc
 
-from connectors.community import CommunityTable
+from connectors.community import CommunityError, CommunityTable
 from connectors.staging import Staging
 from connectors.state import StateStore
 from core.configs import CommunityConfig, StagingConfig, StateConfig
 from personas.catalog import Catalog
+from tasks.push import PUSH_LOCK_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,19 @@ class CommunityReport:
                               "users_without_key": self.members_without_key}}
 
 
+def apply_grants(table: CommunityTable, state: StateStore, run_id: str, grants: list[Pair], revokes: list[Pair]) -> None:
+    """Ledger first, then the table's one transaction, then the ledger settled against the table. A
+    transaction the table refuses (someone granted one of the same roles meanwhile) applies nothing,
+    and the ledger forgets it: the next run plans again from what the table then holds."""
+    state.begin_grants(run_id, table.name, grants, revokes)
+    try:
+        table.apply(grants, revokes)
+    except CommunityError:
+        state.abandon_grants(run_id, table.name)
+        raise
+    state.settle_grants(table.name, table.rows())
+
+
 def desired_pairs(assignments: pd.DataFrame, members: dict[str, str], catalog: Catalog) -> set[Pair]:
     """(member key, role) for every user with a persona the catalog gives roles to."""
     roles_of = {persona.label: catalog.community_roles.get(persona.id, []) for persona in catalog.personas}
@@ -58,22 +72,30 @@ def desired_pairs(assignments: pd.DataFrame, members: dict[str, str], catalog: C
             if str(user) in members for role in roles_of.get(persona, [])}
 
 
-def member_keys(staging_config: StagingConfig, field: str) -> dict[str, str]:
-    """Active users' member keys (user Id -> the configured User field, as staged)."""
+def member_keys(staging_config: StagingConfig, field: str) -> tuple[dict[str, str], set[str]]:
+    """Active users' member keys (user Id -> the configured User field, as staged), and every active user."""
     users = Staging.from_config(staging_config).read_arrow("User", ["Id", "IsActive", field])
     active = users.filter(pc.fill_null(users["IsActive"], False))
-    return {user: key for user, key in zip(active["Id"].to_pylist(), active[field].to_pylist()) if key}
+    ids = active["Id"].to_pylist()
+    return {user: key for user, key in zip(ids, active[field].to_pylist()) if key}, set(ids)
 
 
 def run_community_push(config: CommunityConfig, staging_config: StagingConfig, state_config: StateConfig,
                        run_id: str, assignments: pd.DataFrame, catalog: Catalog, *,
                        dry_run: bool = False) -> CommunityReport:
     """Grants and revokes the run's community roles; see the module."""
-    members = member_keys(staging_config, config.user_field)
+    members, active = member_keys(staging_config, config.user_field)
+    assigned = {str(user) for user in assignments.index} & active
+    without = len(assigned - set(members))
+    if assigned and without > len(assigned) / 2:  # a key the org does not fill would revoke every grant of ours
+        raise CommunityError(f"{without:,} of {len(assigned):,} active users have no {config.user_field}, the User "
+                             "field community members are keyed by (PERSONA_SYNC_COMMUNITY_USER_FIELD): nothing was "
+                             "granted or revoked. Choose a field the org fills")
     desired = desired_pairs(assignments, members, catalog)
-    with CommunityTable(config) as table, StateStore.from_config(state_config) as state:
+    with CommunityTable(config) as table, StateStore.from_config(state_config) as state, \
+            state.lock("community", purpose="grant and revoke community roles", wait_seconds=PUSH_LOCK_WAIT_SECONDS):
         report = CommunityReport(table.name, dry_run)
-        report.members_without_key = int((~assignments.index.astype(str).isin(list(members))).sum())
+        report.members_without_key = without
         present = table.rows()
         if not dry_run:
             state.settle_grants(table.name, present)  # whatever a crashed run left half done
@@ -90,9 +112,7 @@ def run_community_push(config: CommunityConfig, staging_config: StagingConfig, s
                "status": "planned"} for member, role in to_grant),
             *({"record_id": f"{member}|{role}", "operation": "revoke", "old_values": {"role": role},
                "new_values": {}, "status": "planned"} for member, role in to_revoke)])
-        state.begin_grants(run_id, table.name, to_grant, to_revoke)
-        table.apply(to_grant, to_revoke)
-        state.settle_grants(table.name, table.rows())
+        apply_grants(table, state, run_id, to_grant, to_revoke)
         state.mark_writes(run_id, target, [{"record_id": f"{member}|{role}", "success": True}
                                            for member, role in [*to_grant, *to_revoke]])
     log.info("community %s: %d roles granted, %d revoked, %d left to whoever granted them", report.target,

@@ -37,6 +37,8 @@ from core.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 TARGET = "salesforce:User"
+# How long a push waits for another push (or a rollback) writing the same org to finish.
+PUSH_LOCK_WAIT_SECONDS = 600.0
 # A Bulk API 2.0 update job (connectors/salesforce/write.py): create, upload, close, a poll (more while the
 # org works on it), the successful and the failed results.
 BULK_JOB_CALLS = 6
@@ -71,6 +73,7 @@ class PushReport:
     calls: int = 0  # API calls of the push (in a dry run: those it made to plan)
     calls_to_write: int = 0  # API calls the writes take (or would take)
     samples: list[PlannedWrite] = field(default_factory=list)
+    conflict_ids: list[str] = field(default_factory=list)  # users kept as edited by hand
 
     def counts(self) -> dict[str, Any]:
         """What the run ledger keeps of the push."""
@@ -78,7 +81,10 @@ class PushReport:
                          "written": self.written, "failed": dict(self.failed), "conflicts": self.conflicts,
                          "api_calls": self.calls, "calls_to_write": self.calls_to_write,
                          "transitions": [[before, after, count] for (before, after), count
-                                         in self.transitions.most_common()]}}
+                                         in self.transitions.most_common()],
+                         "conflicts_sample": self.conflict_ids[:20],
+                         "sample": [[write.record_id, write.status, write.old_values, write.new_values]
+                                    for write in self.samples[:5]]}}
 
 
 def check_fields(described: dict[str, FieldInfo], config: PushConfig, longest_label: int) -> None:
@@ -175,7 +181,8 @@ def run_push(org: SalesforceConfig, state_config: StateConfig, config: PushConfi
         try:
             state.bind_org(client.org_id, client.instance_url)  # never another org's users
             moment = now or datetime.now(timezone.utc)
-            report = _push(client, state, config, run_id, assignments, labels, dry_run, moment)
+            with state.lock("push", purpose="write persona fields to the org", wait_seconds=PUSH_LOCK_WAIT_SECONDS):
+                report = _push(client, state, config, run_id, assignments, labels, dry_run, moment)
         finally:
             state.add_api_calls(run_id, client.api_calls)
     log.info("push%s: %d of %d active users changed, %d written, %d failed %s, %d conflicts, %d API calls",
@@ -200,6 +207,7 @@ def _push(client: SalesforceClient, state: StateStore, config: PushConfig, run_i
     report.transitions = Counter(_transition(write, current[write.record_id], config.persona_field)
                                  for write in planned)
     report.samples = writes[:10]
+    report.conflict_ids = [write.record_id for write in writes if write.status == "conflict"]
     use_bulk = len(planned) >= config.bulk_threshold
     report.calls_to_write = (BULK_JOB_CALLS if use_bulk else math.ceil(len(planned) / COLLECTION_SIZE)) if planned else 0
     if not dry_run:

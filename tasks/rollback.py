@@ -24,7 +24,8 @@ from connectors.salesforce.write import describe_fields, read_records, update_re
 from connectors.state import StateStore
 from core.configs import CommunityConfig, PushConfig, SalesforceConfig, StateConfig
 from core.errors import ConfigurationError
-from tasks.push import TARGET, same_value
+from tasks.community import apply_grants
+from tasks.push import PUSH_LOCK_WAIT_SECONDS, TARGET, same_value
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ def rollback(org: SalesforceConfig, state_config: StateConfig, push: PushConfig,
              run_id: str, rollback_run_id: str) -> RollbackReport:
     """Puts back what run `run_id` wrote; see the module. `rollback_run_id` is the rollback's own run."""
     report = RollbackReport(run_id)
-    with StateStore.from_config(state_config) as state:
-        _check_rollbackable(state, run_id)
+    with StateStore.from_config(state_config) as state, \
+            state.lock("push", purpose="roll back a run", wait_seconds=PUSH_LOCK_WAIT_SECONDS), \
+            state.lock("community", purpose="roll back a run", wait_seconds=PUSH_LOCK_WAIT_SECONDS):
+        _check_rollbackable(state, run_id, community)
         _restore_user_fields(org, state, push, run_id, rollback_run_id, report)
         if community is not None:
             _restore_grants(community, state, run_id, rollback_run_id, report)
@@ -61,16 +64,21 @@ def rollback(org: SalesforceConfig, state_config: StateConfig, push: PushConfig,
     return report
 
 
-def _check_rollbackable(state: StateStore, run_id: str) -> None:
+def _check_rollbackable(state: StateStore, run_id: str, community: CommunityConfig | None) -> None:
     run = state.run(run_id)
     if run is None:
         raise ConfigurationError(f"no run {run_id} in the run ledger ({state.where})")
     if run.status == "rolled_back":
         raise ConfigurationError(f"run {run_id} was rolled back already")
-    newer = state.newest_writing_run()
-    if newer is not None and newer != run_id:
-        raise ConfigurationError(f"run {newer} wrote after run {run_id}: roll it back first (only the newest run "
-                                 "that wrote can be rolled back)")
+    newest = state.newest_writing_run()
+    if newest is not None and newest != run_id:
+        newer = state.run(newest)
+        if newer is not None and newer.started_at > run.started_at:
+            raise ConfigurationError(f"run {newest} wrote or stored assignments after run {run_id}: roll it back "
+                                     "first (only the newest such run can be rolled back)")
+    if community is None and state.grant_count(run_id):
+        raise ConfigurationError(f"run {run_id} granted or revoked community roles, but no community database is "
+                                 "configured (PERSONA_SYNC_COMMUNITY_DATABASE_URL): configure the one it wrote to")
 
 
 def _restore_user_fields(org: SalesforceConfig, state: StateStore, push: PushConfig, run_id: str,
@@ -116,7 +124,5 @@ def _restore_grants(config: CommunityConfig, state: StateStore, run_id: str, rol
         to_grant = sorted(revoked - present)
         if not (to_revoke or to_grant):
             return
-        state.begin_grants(rollback_run_id, table.name, to_grant, to_revoke)
-        table.apply(to_grant, to_revoke)
-        state.settle_grants(table.name, table.rows())
+        apply_grants(table, state, rollback_run_id, to_grant, to_revoke)
     report.revoked, report.regranted = len(to_revoke), len(to_grant)

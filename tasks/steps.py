@@ -124,9 +124,11 @@ def stored_assignments(state: StateConfig, summary: AssignmentSummary) -> int:
 
 @task(name="pushed-to-salesforce", cache_policy=NO_CACHE)
 def pushed(org: SalesforceConfig, state: StateConfig, config: PushConfig, personas: PersonasConfig,
-           summary: AssignmentSummary, dry_run: bool) -> PushReport:
+           summary: AssignmentSummary, dry_run: bool) -> PushReport | None:
     """The persona fields written to the org's User records (only what changed), or in a dry run the plan
-    of it, shown as an artifact."""
+    of it, shown as an artifact. None for a run of a past as-of (the org keeps the newest personas)."""
+    if _in_the_past(summary, state):
+        return None
     assignments = _assignments_of(summary, state, dry_run)
     catalog = catalog_for(personas)
     report = run_push(org, state, config, summary.run_id, assignments, [*catalog.labels, UNASSIGNED],
@@ -143,6 +145,8 @@ def community_roles(config: CommunityConfig | None, staging: StagingConfig, stat
     dry run: counted only). None when no community database is configured."""
     if config is None:
         get_run_logger().info("no community database configured (PERSONA_SYNC_COMMUNITY_DATABASE_URL): no roles")
+        return None
+    if _in_the_past(summary, state):
         return None
     report = run_community_push(config, staging, state, summary.run_id, _assignments_of(summary, state, dry_run),
                                 catalog_for(personas), dry_run=dry_run)
@@ -165,6 +169,18 @@ def rolled_back(org: SalesforceConfig, state: StateConfig, push: PushConfig, com
         f"{len(report.skipped):,} users changed since the run (by hand or by a later run) were left as they are"
         + (f": {skipped}" if skipped else ".")]))
     return report.counts()
+
+
+def _in_the_past(summary: AssignmentSummary, state: StateConfig) -> bool:
+    """Whether the run's as-of is before the newest stored one: a backfill of the past, whose personas
+    must not replace the newer ones in the org or the community table."""
+    with StateStore.from_config(state) as store:
+        newest = store.newest_as_of(other_than=summary.run_id)
+    if newest is None or summary.as_of >= newest:
+        return False
+    get_run_logger().info("as-of %s is before the newest stored run's (%s): nothing is written to the org or the "
+                          "community table", summary.as_of.isoformat(), newest.isoformat())
+    return True
 
 
 def _assignments_of(summary: AssignmentSummary, state: StateConfig, dry_run: bool) -> pd.DataFrame:

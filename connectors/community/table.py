@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from pydantic import SecretStr
 from sqlalchemy import Column, MetaData, Table, and_, bindparam, create_engine, delete, insert, select
@@ -50,8 +51,12 @@ class CommunityTable:
 
     @property
     def name(self) -> str:
-        """The table, as the grant ledger names the target: database and table."""
-        return f"{self.where}#{self.config.table}"
+        """The table, as the grant ledger names the target: the database (its file name, or host and name)
+        and the table; not the driver or the user, which may change while the table stays the same."""
+        url = make_url(self.config.url.get_secret_value())
+        database = Path(url.database or "").name if url.get_backend_name() == "sqlite" else \
+            f"{url.host or 'localhost'}/{url.database or ''}"
+        return f"{database}#{self.config.table}"
 
     def rows(self) -> set[Pair]:
         """Every (member, role) the table holds, whoever granted it."""
@@ -75,8 +80,10 @@ class CommunityTable:
                                                                       self._role == bindparam("role_name"))),
                                        [{"member": user, "role_name": role} for user, role in revokes])
         except SQLAlchemyError as error:
-            raise CommunityError(f"the community database {self.where} refused the grants and revokes (none was "
-                                 f"applied): {error.__class__.__name__}: {getattr(error, 'orig', error)}") from None
+            raise CommunityError(f"the community database {self.where} refused the grants and revokes, so none was "
+                                 f"applied ({error.__class__.__name__}: {getattr(error, 'orig', error)}). If someone "
+                                 "granted one of the same roles meanwhile, run again: the next run starts from what "
+                                 "the table holds then") from None
 
     def _column(self, name: str, setting: str) -> Column:
         if name not in self._table.c:

@@ -402,20 +402,40 @@ class StateStore:
 
     # --- persona history ---------------------------------------------------------------------------------
 
+    def newest_as_of(self, *, other_than: str | None = None) -> datetime | None:
+        """The newest as-of of any stored assignments (of runs not rolled back, other than `other_than`)."""
+        query = (select(func.max(AssignmentRow.as_of)).join(RunRow, RunRow.id == AssignmentRow.run_id)
+                 .where(RunRow.status != ROLLED_BACK))
+        if other_than is not None:
+            query = query.where(AssignmentRow.run_id != other_than)
+        with self._sessions() as session:
+            newest = session.execute(query).scalar()
+        return None if newest is None else newest.replace(tzinfo=UTC) if newest.tzinfo is None else newest
+
     def record_history(self, run_id: str, as_of: datetime, catalog_version: str, assignments: pd.DataFrame) -> int:
         """Extends each user's persona history with a run's assignments (index: user Id; columns persona,
         score, confidence, reason): a user whose persona differs from their open row gets that row closed
-        at `as_of` and a new one opened; a user with none gets one. The same persona again changes
-        nothing, so a rerun adds no row. Runs for an as-of not after a user's open row (a backfill of the
-        past) leave that user's history as it is. Returns the rows opened."""
+        at `as_of` and a new one opened (a rerun of the same as-of corrects the row it opened); a user
+        with none gets one. The same persona again changes nothing, so a rerun adds no row. A run for an
+        as-of before the newest stored one (a backfill of the past) leaves the history as it is: it is
+        the story as the nightly runs told it. Returns the rows opened or corrected."""
         as_of = as_utc(as_of, "the as-of of the history")
+        newest = self.newest_as_of(other_than=run_id)
+        if newest is not None and as_of < newest:
+            return 0
         with self._transaction(f"record the persona history of run {run_id}") as session:
             open_rows = {row.user_id: row for row in session.scalars(
                 select(PersonaHistoryRow).where(PersonaHistoryRow.valid_to.is_(None)))}
             opened = []
             for user_id, row in assignments.iterrows():
                 current = open_rows.get(str(user_id))
-                if current is not None and (current.persona == row.persona or current.valid_from >= as_of):
+                if current is not None and current.persona == row.persona:
+                    continue
+                if current is not None and current.valid_from >= as_of:  # the same as-of again: correct it
+                    current.persona, current.score, current.confidence = row.persona, float(row.score), \
+                        float(row.confidence)
+                    current.reason, current.catalog_version, current.run_id = row.reason, catalog_version, run_id
+                    opened.append(None)
                     continue
                 if current is not None:
                     current.valid_to = as_of
@@ -423,8 +443,9 @@ class StateStore:
                                "confidence": float(row.confidence), "reason": row.reason,
                                "catalog_version": catalog_version, "valid_from": as_of, "valid_to": None,
                                "run_id": run_id})
-            if opened:
-                session.execute(insert(PersonaHistoryRow), opened)
+            new_rows = [row for row in opened if row is not None]
+            if new_rows:
+                session.execute(insert(PersonaHistoryRow), new_rows)
         return len(opened)
 
     def history(self, user_id: str) -> list[dict[str, Any]]:
@@ -531,6 +552,16 @@ class StateStore:
                     GrantRow.target == target, tuple_(GrantRow.member, GrantRow.role).in_(chunk),
                     GrantRow.status == "active").values(status="revoking", revoked_run_id=run_id, revoked_at=now))
 
+    def abandon_grants(self, run_id: str, target: str) -> None:
+        """Forgets what run `run_id` was about to do in `target`, whose transaction failed (nothing of it
+        was applied): its grants being given go, its revokes are active grants again."""
+        with self._transaction(f"abandon the grants of run {run_id}") as session:
+            session.execute(delete(GrantRow).where(GrantRow.target == target, GrantRow.granted_run_id == run_id,
+                                                   GrantRow.status == "granting"))
+            session.execute(update(GrantRow).where(GrantRow.target == target, GrantRow.revoked_run_id == run_id,
+                                                   GrantRow.status == "revoking")
+                            .values(status="active", revoked_run_id=None, revoked_at=None))
+
     def settle_grants(self, target: str, present: set[tuple[str, str]]) -> None:
         """Brings the ledger in line with what `target` holds (`present`): a grant being given is active if its
         row is there (else it never happened and goes); a revoke is done if the row is gone (else the grant
@@ -556,15 +587,23 @@ class StateStore:
     # --- rollback ---------------------------------------------------------------------------------------
 
     def newest_writing_run(self) -> str | None:
-        """The newest run (not a rollback, not rolled back) that wrote to a target: the only one a rollback
-        may undo."""
+        """The newest run (not a rollback, not rolled back) that wrote to a target or stored assignments: the
+        only one a rollback may undo."""
         wrote = select(SyncLogRow.run_id).where(SyncLogRow.status == "done").union(
-            select(GrantRow.granted_run_id)).subquery()
+            select(GrantRow.granted_run_id), select(GrantRow.revoked_run_id).where(GrantRow.revoked_run_id.isnot(None)),
+            select(AssignmentRow.run_id)).subquery()
         query = (select(RunRow.id).where(RunRow.id.in_(select(wrote.c[0])), RunRow.flow != "rollback",
                                          RunRow.status != ROLLED_BACK)
                  .order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1))
         with self._sessions() as session:
             return session.execute(query).scalar()
+
+    def grant_count(self, run_id: str) -> int:
+        """How many grant ledger rows run `run_id` granted or revoked (in any target)."""
+        query = select(func.count()).select_from(GrantRow).where(
+            (GrantRow.granted_run_id == run_id) | (GrantRow.revoked_run_id == run_id))
+        with self._sessions() as session:
+            return int(session.execute(query).scalar() or 0)
 
     def grants_of_run(self, target: str, run_id: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """(pairs run `run_id` granted that are still active, pairs it revoked) in `target`."""

@@ -375,19 +375,23 @@ def test_persona_history_opens_a_row_only_when_a_persona_changes(tmp_path: Path)
     state.ensure_schema()
     day = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
-    def assignments(persona_a: str, persona_b: str) -> pd.DataFrame:
-        return pd.DataFrame({"persona": [persona_a, persona_b], "score": [0.9, 0.8], "confidence": [0.5, 0.4],
-                             "reason": ["a", "b"]}, index=pd.Index(["005A00000000001AAA", "005A00000000002AAA"]))
+    def run(as_of: datetime, persona_a: str, persona_b: str) -> int:
+        """A run as the flow stores it: its assignments, then the history."""
+        assignments = pd.DataFrame({"persona": [persona_a, persona_b], "score": [0.9, 0.8], "confidence": [0.5, 0.4],
+                                    "runner_up": None, "runner_up_score": 0.0, "reason": ["a", "b"]},
+                                   index=pd.Index(["005A00000000001AAA", "005A00000000002AAA"]))
+        run_id = state.start_run("nightly_sync", {})
+        state.save_assignments(run_id, as_of, "v1", assignments)
+        return state.record_history(run_id, as_of, "v1", assignments)
 
-    runs = [state.start_run("nightly_sync", {}) for _ in range(4)]
-    assert state.record_history(runs[0], day, "v1", assignments("Case Solver", "Deal Closer")) == 2
-    assert state.record_history(runs[1], day + timedelta(days=1), "v1", assignments("Case Solver", "Deal Closer")) == 0
-    assert state.record_history(runs[2], day + timedelta(days=2), "v1", assignments("Expert Agent", "Deal Closer")) == 1
-    assert state.record_history(runs[3], day + timedelta(days=2), "v1", assignments("Expert Agent", "Deal Closer")) == 0
+    assert run(day, "Case Solver", "Deal Closer") == 2
+    assert run(day + timedelta(days=1), "Case Solver", "Deal Closer") == 0
+    assert run(day + timedelta(days=2), "Expert Agent", "Deal Closer") == 1
+    assert run(day + timedelta(days=2), "Expert Agent", "Deal Closer") == 0
+    assert run(day + timedelta(days=2), "Team Leader", "Deal Closer") == 1  # the same as-of again corrects
     story = state.history("005A00000000001")  # the 15-character form finds the 18-character one
     assert [(row["persona"], row["valid_from"], row["valid_to"]) for row in story] == [
-        ("Case Solver", day, day + timedelta(days=2)), ("Expert Agent", day + timedelta(days=2), None)]
-    assert story[1]["run_id"] == runs[2]
+        ("Case Solver", day, day + timedelta(days=2)), ("Team Leader", day + timedelta(days=2), None)]
     # A backfill of an earlier day leaves the history as it is.
-    assert state.record_history(state.start_run("backfill", {}), day - timedelta(days=5), "v1",
-                                assignments("Team Leader", "Team Leader")) == 0
+    assert run(day - timedelta(days=5), "Sales Leader", "Sales Leader") == 0
+    assert [row["persona"] for row in state.history("005A00000000002AAA")] == ["Deal Closer"]

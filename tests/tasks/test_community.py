@@ -132,3 +132,38 @@ def test_a_missing_table_or_column_is_a_clear_error(world) -> None:
         CommunityTable(config.model_copy(update={"table": "members"}))
     with pytest.raises(CommunityError, match="no column 'email' .*PERSONA_SYNC_COMMUNITY_USER_COLUMN"):
         CommunityTable(config.model_copy(update={"user_column": "email"}))
+
+
+def test_a_role_someone_grants_meanwhile_stays_theirs(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = world[3]
+    original = CommunityTable.apply
+
+    def racing(self, grants, revokes):  # an admin grants the same role between our read and our write
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO community_members VALUES ('user4@acme.test', 'Service Community', "
+                                       "'admin')"))
+        return original(self, grants, revokes)
+
+    monkeypatch.setattr(CommunityTable, "apply", racing)
+    with pytest.raises(CommunityError, match="run again"):
+        _push(world, ("Case Solver", "Team Leader", "Unassigned", "Case Solver"))
+    monkeypatch.setattr(CommunityTable, "apply", original)
+    report = _push(world, ("Case Solver", "Team Leader", "Unassigned", "Case Solver"))
+    assert (report.granted, report.foreign) == (2, 2)
+    _push(world, ("Unassigned",) * 4)  # none of ours is desired any more: the admin's rows stay
+    assert {(member, role) for member, role, by in _table(engine)} == {
+        ("user1@acme.test", "Service Community"), ("user2@acme.test", "Beta Testers"),
+        ("user4@acme.test", "Service Community")}
+
+
+def test_a_member_key_the_org_does_not_fill_revokes_nothing(world) -> None:
+    import pyarrow as pa
+
+    config, staging, state, engine = world
+    _push(world, ("Case Solver", "Team Leader", "Unassigned", "Case Solver"))
+    before = _table(engine)
+    Staging.from_config(staging).write_part("User", pa.table({
+        "Id": list(USERS), "Email": pa.nulls(4, pa.string()), "IsActive": [True] * 4}))
+    with pytest.raises(CommunityError, match="4 of 4 active users have no Email"):
+        _push(world, ("Case Solver", "Team Leader", "Unassigned", "Case Solver"))
+    assert _table(engine) == before

@@ -1,4 +1,5 @@
-"""The community push against a role table in SQLite and PostgreSQL: only our own grants are ever changed.
+"""The community push against a role table (and the state database) in SQLite and PostgreSQL: only our own
+grants are ever changed.
 
 The truth is the table itself (read with plain SQL) and an uninterrupted run, not the ledger.
 """
@@ -45,7 +46,9 @@ def world(community_url: str, tmp_path: Path) -> tuple[CommunityConfig, StagingC
                                    "'admin'), ('user2@acme.test', 'Beta Testers', 'admin')"))
     staging = StagingConfig(root=tmp_path / "staging")
     Staging.from_config(staging).write_part("User", _users_table())
-    state = StateConfig(url=SecretStr(f"sqlite:///{tmp_path / 'state.db'}"))
+    # On PostgreSQL the state database (grant ledger, sync log) is there too.
+    state_url = community_url if community_url.startswith("postgresql") else f"sqlite:///{tmp_path / 'state.db'}"
+    state = StateConfig(url=SecretStr(state_url))
     StateStore.from_config(state).ensure_schema()
     config = CommunityConfig(url=SecretStr(community_url))
     return config, staging, state, engine

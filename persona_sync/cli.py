@@ -281,6 +281,40 @@ def db_command(action: Annotated[str, typer.Argument(help="upgrade: apply the st
 
 
 @app.command()
+def status(limit: Annotated[int, typer.Option(help="How many runs to show, newest first.")] = 10) -> None:
+    """Recent runs from the run ledger: flow, as-of, state, how long, rows pulled, users changed, records
+    written and failed, API calls, and why a failed run failed."""
+    settings = load_settings()
+    try:
+        runs = _state(settings).runs(limit=limit)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    if not runs:
+        console.print(f"No runs yet in {settings.home}: `persona-sync run` makes the first.", highlight=False)
+        return
+    table = Table(title="Recent runs (newest first)")
+    for column in ("run", "flow", "as-of", "state", "took", "pulled", "changed", "written", "failed", "API calls"):
+        table.add_column(column, justify="right" if column in ("took", "pulled", "changed", "written", "failed",
+                                                               "API calls") else "left")
+    for run in runs:
+        counts = run.counts or {}
+        push = counts.get("push") or {}
+        took = f"{(run.finished_at - run.started_at).total_seconds():.0f} s" if run.finished_at else "running"
+        table.add_row(run.id[:8], run.flow, str(run.parameters.get("as_of", ""))[:16], run.status, took,
+                      _count(counts.get("rows")), _count(push.get("users_changed")), _count(push.get("written")),
+                      _count(sum(push["failed"].values()) if push.get("failed") is not None else None),
+                      _count(run.api_calls))
+    console.print(table)
+    for run in runs:
+        if run.status == "failed" and run.error:
+            console.print(f"{run.id[:8]} failed: {run.error.splitlines()[0]}", highlight=False, markup=False)
+
+
+def _count(value: object) -> str:
+    return "" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+@app.command()
 def history(user_id: Annotated[str, typer.Argument(help="The Salesforce User Id (15 or 18 characters).")]) -> None:
     """A user's persona story: each persona they held, from when to when, how sure, why, and the run and
     catalog that decided it."""

@@ -139,3 +139,13 @@ def test_a_run_is_rolled_back_except_what_changed_since(configured: Settings, fr
     assert state.runs(limit=1)[0].flow == "rollback" and state.runs(limit=1)[0].status == "succeeded"
     with pytest.raises(Exception, match="rolled back already"):
         rollback_run(run_id=run.run_id)
+    from typer.testing import CliRunner
+
+    from persona_sync.cli import app
+
+    shown = CliRunner().invoke(app, ["status", "--limit", "3"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    rows = [line for line in shown.output.splitlines() if line.startswith("│") and run.run_id[:8] in line]
+    assert len(rows) == 1 and "rolled_back" in rows[0] and "nightly_sync" in rows[0]
+    # The refused second rollback is a failed run of its own, with why.
+    assert f"failed: run {run.run_id} was rolled back already" in shown.output

@@ -292,22 +292,21 @@ def status(limit: Annotated[int, typer.Option(help="How many runs to show, newes
     if not runs:
         console.print(f"No runs yet in {settings.home}: `persona-sync run` makes the first.", highlight=False)
         return
-    table = Table(title="Recent runs (newest first)")
-    for column in ("run", "flow", "as-of", "state", "took", "pulled", "changed", "written", "failed", "API calls"):
-        table.add_column(column, justify="right" if column in ("took", "pulled", "changed", "written", "failed",
-                                                               "API calls") else "left")
+    console.print("Recent runs, newest first:", highlight=False)
     for run in runs:
         counts = run.counts or {}
         push = counts.get("push") or {}
         took = f"{(run.finished_at - run.started_at).total_seconds():.0f} s" if run.finished_at else "running"
-        table.add_row(run.id[:8], run.flow, str(run.parameters.get("as_of", ""))[:16], run.status, took,
-                      _count(counts.get("rows")), _count(push.get("users_changed")), _count(push.get("written")),
-                      _count(sum(push["failed"].values()) if push.get("failed") is not None else None),
-                      _count(run.api_calls))
-    console.print(table)
-    for run in runs:
+        as_of = str(run.parameters.get("as_of") or run.parameters.get("run_id") or "")[:16]
+        facts = [f"{label} {_count(value)}" for label, value in (
+            ("pulled", counts.get("rows")), ("changed", push.get("users_changed")), ("written", push.get("written")),
+            ("failed", sum(push["failed"].values()) if push.get("failed") is not None else None),
+            ("API calls", run.api_calls)) if value is not None]
+        console.print(f"  {run.id[:8]}  {run.flow:<12} {as_of:<16} {run.status:<11} {took:>7}"
+                      + (f"  {', '.join(facts)}" if facts else ""), highlight=False, soft_wrap=True)
         if run.status == "failed" and run.error:
-            console.print(f"{run.id[:8]} failed: {run.error.splitlines()[0]}", highlight=False, markup=False)
+            console.print(f"            failed: {run.error.splitlines()[0]}", highlight=False, markup=False,
+                          soft_wrap=True)
 
 
 def _count(value: object) -> str:

@@ -143,9 +143,9 @@ def test_a_run_is_rolled_back_except_what_changed_since(configured: Settings, fr
 
     from persona_sync.cli import app
 
-    shown = CliRunner().invoke(app, ["status", "--limit", "3"], env={"COLUMNS": "200"})
+    shown = CliRunner().invoke(app, ["status", "--limit", "3"])
     assert shown.exit_code == 0, shown.output
-    rows = [line for line in shown.output.splitlines() if line.startswith("│") and run.run_id[:8] in line]
-    assert len(rows) == 1 and "rolled_back" in rows[0] and "nightly_sync" in rows[0]
+    rows = [line for line in shown.output.splitlines() if line.startswith(f"  {run.run_id[:8]}")]
+    assert len(rows) == 1 and "rolled_back" in rows[0] and "nightly_sync" in rows[0] and "written" in rows[0]
     # The refused second rollback is a failed run of its own, with why.
     assert f"failed: run {run.run_id} was rolled back already" in shown.output

@@ -1,0 +1,86 @@
+"""The deployments of prefect.yaml, as an operator runs them: a local Prefect server, `prefect deploy --all`,
+a run of the nightly-sync deployment picked up by a process worker, against a sandbox org."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from connectors.salesforce import connect
+from connectors.state import StateStore
+from core.settings import Settings
+from sandbox.runner import RunningSandbox
+from tests.conftest import sandbox_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A Prefect server of its own (as `prefect server start` runs it), and the environment that uses it."""
+    port = _free_port()
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Prefect server did not answer within 120 s")
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _prefect(env: dict[str, str], *arguments: str, timeout: float = 300) -> str:
+    result = subprocess.run([PREFECT, *arguments], env=env | {"PWD": str(ROOT)}, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"prefect {' '.join(arguments)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_prefect_yaml_declares_the_nightly_schedule() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    [nightly] = [deployment for deployment in spec["deployments"] if deployment["name"] == "nightly-sync"]
+    assert nightly["entrypoint"] == "flows/nightly_sync.py:nightly_sync"
+    assert nightly["schedules"][0]["cron"] == "0 2 * * *"
+    assert nightly["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
+
+
+def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, str], fresh_sandbox: RunningSandbox,
+                                                     tmp_path: Path) -> None:
+    env = prefect_server | sandbox_environment(fresh_sandbox, home=tmp_path / "home", pull_history_days=400)
+    _prefect(env, "work-pool", "create", "persona-sync", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--all")
+    _prefect(env, "deployment", "run", "nightly_sync/nightly-sync", "--param", "as_of=2026-11-01T00:00:00+00:00")
+    _prefect(env, "worker", "start", "--pool", "persona-sync", "--run-once")
+
+    settings = Settings(_env_file=None, **{name.removeprefix("PERSONA_SYNC_").lower(): value
+                                           for name, value in env.items() if name.startswith("PERSONA_SYNC_")})
+    [run] = StateStore.from_config(settings.state()).runs(limit=5)
+    assert run.flow == "nightly_sync" and run.status == "succeeded" and run.parameters["as_of"].startswith("2026-11-01")
+    written = run.counts["push"]["written"]
+    sf = connect(settings.salesforce())
+    assert written > 150 and sf.query("SELECT COUNT() FROM User WHERE Persona__c != null")["totalSize"] == written

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
+from prefect.runtime import deployment, flow_run
 
 from connectors.state import StateStore
 from core.settings import load_settings
@@ -25,9 +26,15 @@ from tasks.reporting import run_counts
 from tasks.validation import check_forcing
 
 
-@flow(name="nightly_sync")
+def _run_name() -> str:
+    """Flow runs are named after their as-of (the night they sync), so the UI lists nights, not animals."""
+    as_of = flow_run.parameters.get("as_of") or datetime.now(timezone.utc)
+    return f"nightly-sync-{str(as_of)[:10] if isinstance(as_of, str) else f'{as_of:%Y-%m-%d}'}"
+
+
+@flow(name="nightly_sync", flow_run_name=_run_name)
 def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, force: list[str] | None = None,
-                 force_reason: str | None = None, dry_run: bool = False) -> AssignmentSummary:
+                 force_reason: str | None = None, dry_run: bool = False) -> AssignmentSummary | None:
     """Pull the org, compute features up to `as_of` (default: now), assign personas, and store them once
     every check passed.
 
@@ -37,7 +44,11 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
     is written to the org.
     One ledger run covers the whole flow: on any failure it is marked failed with the error, and the
     next run starts again from the watermarks, so nothing is lost or counted twice.
+
+    A run of a deployment with no as-of (the schedule's) syncs tonight: when a run of tonight already
+    succeeded (a duplicate scheduled run, as happen after redeploys), it does nothing and returns None.
     """
+    night = f"{datetime.now(timezone.utc):%Y-%m-%d}" if as_of is None and deployment.id else None
     as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
     forced = sorted(set(force or []))
     check_forcing(forced, force_reason)
@@ -45,10 +56,14 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
     org = settings.salesforce()  # no org configured: stop here, before anything is touched
     state_config, staging, personas, checks = (settings.state(), settings.staging(), settings.personas(),
                                                settings.validation())
-    parameters = {"as_of": as_of.isoformat(), "full_refresh": full_refresh, "dry_run": dry_run, "force": forced,
+    parameters = {"as_of": as_of.isoformat(), "night": night, "full_refresh": full_refresh, "dry_run": dry_run,
+                  "force": forced,
                   "force_reason": force_reason, "limits": checks.model_dump(mode="json", exclude={"data_docs_dir"})}
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
+        if night is not None and state.night_synced(night):
+            get_run_logger().info("the night of %s is synced already (a duplicate scheduled run): nothing to do", night)
+            return None
         with state.recorded_run("nightly_sync", parameters) as run:
             get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
             report = steps.pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)

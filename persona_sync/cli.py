@@ -201,6 +201,8 @@ def run(
         raise typer.Exit(1) from failed
     except _EXPECTED_ERRORS as error:
         _fail(error)
+    if summary is None:  # only a deployment's duplicate run of a night already synced
+        return
     table = Table(title=f"Personas as of {summary.as_of:%Y-%m-%d %H:%M} UTC (catalog {summary.catalog_version}, "
                         f"run {summary.run_id})")
     table.add_column("persona")

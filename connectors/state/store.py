@@ -170,6 +170,13 @@ class StateStore:
                     return _run_record(row)
         return None
 
+    def night_synced(self, night: str) -> bool:
+        """Whether a scheduled nightly_sync of `night` (a date, YYYY-MM-DD) has succeeded."""
+        query = (select(RunRow.parameters).where(RunRow.flow == "nightly_sync", RunRow.status == "succeeded")
+                 .order_by(RunRow.started_at.desc()).limit(50))
+        with self._sessions() as session:
+            return any((parameters or {}).get("night") == night for parameters in session.scalars(query))
+
     def set_data_docs(self, run_id: str, path: str) -> None:
         """Records where the run's Data Docs (its checks as HTML) are."""
         with self._transaction(f"record the Data Docs of run {run_id}") as session:

@@ -79,8 +79,23 @@ def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, 
 
     settings = Settings(_env_file=None, **{name.removeprefix("PERSONA_SYNC_").lower(): value
                                            for name, value in env.items() if name.startswith("PERSONA_SYNC_")})
-    [run] = StateStore.from_config(settings.state()).runs(limit=5)
+    state = StateStore.from_config(settings.state())
+    [run] = state.runs(limit=5)
     assert run.flow == "nightly_sync" and run.status == "succeeded" and run.parameters["as_of"].startswith("2026-11-01")
     written = run.counts["push"]["written"]
     sf = connect(settings.salesforce())
     assert written > 150 and sf.query("SELECT COUNT() FROM User WHERE Persona__c != null")["totalSize"] == written
+
+    # The schedule's runs (no as-of) sync tonight; a duplicate of tonight's (after a redeploy) does nothing.
+    for _ in range(2):
+        _prefect(env, "deployment", "run", "nightly_sync/nightly-sync")
+        _prefect(env, "worker", "start", "--pool", "persona-sync", "--run-once")
+    nights = [run for run in state.runs(limit=10) if run.parameters.get("night")]
+    assert len(nights) == 1 and nights[0].status == "succeeded"
+    assert len(state.runs(limit=10)) == 2
+    # In the UI the three runs completed, named after the night they sync (the schedule's future runs wait).
+    flow_runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={}, timeout=10).json()
+    tonight = f"nightly-sync-{nights[0].parameters['night']}"
+    done = sorted(run["name"] for run in flow_runs if run["state_type"] == "COMPLETED")
+    assert done == ["nightly-sync-2026-11-01", tonight, tonight]
+    assert {run["state_type"] for run in flow_runs} <= {"COMPLETED", "SCHEDULED"}

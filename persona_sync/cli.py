@@ -246,9 +246,10 @@ def validate(
 
 @app.command(name="rollback")
 def rollback_command(run_id: Annotated[str, typer.Argument(help="The run to undo (from the run ledger).")]) -> None:
-    """Put the org's persona fields and the community roles back as they were before RUN_ID: fields
-    someone changed since are left as they are (and listed), roles others granted are never touched. Only
-    the newest run that wrote can be rolled back. The rollback is recorded as a run of its own."""
+    """Put the org's persona fields and the community roles back as they were before RUN_ID: a user whose
+    fields someone (or a later run) changed since is left as it is (and listed), roles others granted are
+    never touched. Only the newest run that wrote or stored assignments can be rolled back. The rollback
+    is recorded as a run of its own."""
     settings = load_settings()
     try:
         with _org(settings) as resolved, exported(resolved, settings):

@@ -379,7 +379,8 @@ def _print_push(settings: Settings, run_id: str) -> None:
                       "hand. Nothing was stored or written.", highlight=False)
     else:
         console.print(f"Push: {push['users_changed']:,} of {push['users_compared']:,} active users differed; "
-                      f"{push['written']:,} written, {sum(push['failed'].values()):,} failed {push['failed'] or ''}, "
+                      f"{push['written']:,} written, {sum(push['failed'].values()):,} failed"
+                      f"{' ' + str(push['failed']) if push['failed'] else ''}, "
                       f"{push['conflicts']:,} kept as edited by hand ({push['api_calls']:,} API calls).",
                       highlight=False)
     for before, after, count in push["transitions"][:15]:

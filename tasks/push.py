@@ -37,6 +37,8 @@ from core.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 TARGET = "salesforce:User"
+# Changed users listed in the run's table artifact.
+CHANGES_SHOWN = 500
 # How long a push waits for another push (or a rollback) writing the same org to finish.
 PUSH_LOCK_WAIT_SECONDS = 600.0
 # A Bulk API 2.0 update job (connectors/salesforce/write.py): create, upload, close, a poll (more while the
@@ -74,6 +76,8 @@ class PushReport:
     calls_to_write: int = 0  # API calls the writes take (or would take)
     samples: list[PlannedWrite] = field(default_factory=list)
     conflict_ids: list[str] = field(default_factory=list)  # users kept as edited by hand
+    # Users whose fields differ (first CHANGES_SHOWN): user Id, persona in the org, persona they get, status.
+    changes: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
         """What the run ledger keeps of the push."""
@@ -208,6 +212,8 @@ def _push(client: SalesforceClient, state: StateStore, config: PushConfig, run_i
                                  for write in planned)
     report.samples = writes[:10]
     report.conflict_ids = [write.record_id for write in writes if write.status == "conflict"]
+    report.changes = [(write.record_id, *_transition(write, current[write.record_id], config.persona_field),
+                       write.status) for write in writes[:CHANGES_SHOWN]]
     use_bulk = len(planned) >= config.bulk_threshold
     report.calls_to_write = (BULK_JOB_CALLS if use_bulk else math.ceil(len(planned) / COLLECTION_SIZE)) if planned else 0
     if not dry_run:

@@ -134,6 +134,12 @@ def pushed(org: SalesforceConfig, state: StateConfig, config: PushConfig, person
     report = run_push(org, state, config, summary.run_id, assignments, [*catalog.labels, UNASSIGNED],
                       dry_run=dry_run)
     create_markdown_artifact(key="push-plan" if dry_run else "push", markdown=push_markdown(report))
+    if report.changes:
+        create_table_artifact(key="changed-users", table=[
+            {"user": user, "in the org": before, "becomes": after, "status": status}
+            for user, before, after, status in report.changes],
+            description=f"Users whose persona fields {'would change' if dry_run else 'changed'} in run "
+                        f"{summary.run_id} (the first {len(report.changes):,} of {report.planned + report.conflicts:,})")
     get_run_logger().info("%s", push_markdown(report).splitlines()[2])
     return report
 

@@ -97,6 +97,12 @@ def test_a_nightly_run_pushes_once_and_a_rerun_writes_nothing(configured: Settin
     stored = state.assignments(first.run_id)["persona"]
     assert in_org == {user: stored[user] for user in in_org}
 
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        changed = [artifact for artifact in client.read_artifacts() if artifact.key == "changed-users"]
+    assert changed and first.run_id in max(changed, key=lambda artifact: artifact.created).description
+
     second = nightly_sync(as_of=as_of)
     assert state.run(second.run_id).counts["push"]["written"] == 0 and state.sync_log(second.run_id) == []
     user = next(iter(in_org))

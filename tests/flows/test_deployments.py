@@ -1,9 +1,11 @@
 """The deployments of prefect.yaml, as an operator runs them: a local Prefect server, `prefect deploy --all`,
-a run of the nightly-sync deployment picked up by a process worker, against a sandbox org."""
+a run of the nightly-sync deployment picked up by a process worker, against a sandbox org; then the
+Prefect UI in a real headless browser, as a data engineer sees the runs."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,7 +38,8 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A Prefect server of its own (as `prefect server start` runs it), and the environment that uses it."""
     port = _free_port()
     env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -99,3 +102,31 @@ def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, 
     done = sorted(run["name"] for run in flow_runs if run["state_type"] == "COMPLETED")
     assert done == ["nightly-sync-2026-11-01", tonight, tonight]
     assert {run["state_type"] for run in flow_runs} <= {"COMPLETED", "SCHEDULED"}
+    _check_the_ui(env["PREFECT_API_URL"].removesuffix("/api"),
+                  next(run["id"] for run in flow_runs if run["name"] == "nightly-sync-2026-11-01"), tmp_path)
+
+
+def _check_the_ui(ui: str, flow_run_id: str, output: Path) -> None:
+    """What a data engineer sees in the Prefect UI, in a real headless browser (Debian's chromium): the
+    flow run, completed; its task runs by name; the artifacts a person reads. A screenshot of the run is
+    kept with the test's output."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian's `chromium` package): the UI was not checked in a browser")
+
+    def page(path: str, *extra: str) -> str:
+        result = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                 "--virtual-time-budget=20000", *extra, f"{ui}{path}"],
+                                capture_output=True, text=True, timeout=120)
+        return result.stdout
+
+    run_page = page(f"/runs/flow-run/{flow_run_id}", "--dump-dom")
+    assert "nightly-sync-2026-11-01" in run_page and "Completed" in run_page
+    task_runs = page("/runs?tab=task-runs", "--dump-dom")
+    for task in ("pulled-changes", "staging-checks", "feature-checks", "assignment-checks", "pushed-to-salesforce"):
+        assert f"{task}-" in task_runs, task
+    artifacts = page("/artifacts", "--dump-dom")
+    for key in ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users"):
+        assert key in artifacts, key
+    page(f"/runs/flow-run/{flow_run_id}", f"--screenshot={output / 'prefect-ui-flow-run.png'}", "--window-size=1400,1000")
+    assert (output / "prefect-ui-flow-run.png").stat().st_size > 10_000

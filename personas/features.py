@@ -469,14 +469,14 @@ ACTIVITY_FEATURES: tuple[str, ...] = _ACTIVITY_NAMES
 
 def source_fields(names: Sequence[str]) -> dict[tuple[str, str], list[str]]:
     """The staged fields behind features `names`: (object, field) -> the rates that count its rows, among
-    those `names` read (directly, or through the ratios and totals they divide or add). What a coverage check looks at: a
-    field empty for the whole org leaves its features blind. DirectReports reads User fields that every
-    org fills, so it names none."""
+    those `names` read (directly, or through the ratios and totals they divide or add). What a coverage
+    check looks at: a field empty for the whole org leaves its features blind. DirectReports reads User
+    fields that every org fills, so it names none."""
     by_name = {feature.name: feature for feature in FEATURES}
     fields: dict[tuple[str, str], list[str]] = {}
     seen: set[str] = set()
 
-    def visit(name: str, seen: set[str]) -> None:
+    def visit(name: str) -> None:
         if name in seen:
             return
         seen.add(name)
@@ -489,15 +489,15 @@ def source_fields(names: Sequence[str]) -> dict[tuple[str, str], list[str]]:
                         rates.append(name)
         elif isinstance(measure, Ratio):
             for part in (measure.part, *measure.whole):
-                visit(part, seen)
+                visit(part)
         elif isinstance(measure, Total):
             for part in measure.parts:
-                visit(part, seen)
+                visit(part)
 
     for name in names:
         if name not in by_name:
             raise FeatureError(f"unknown feature {name!r}; known: {', '.join(FEATURE_NAMES)}")
-        visit(name, seen)
+        visit(name)
     return fields
 
 

@@ -143,6 +143,9 @@ class Derived:
     columns: tuple[str, ...]
     meaning: str
     compute: Callable[[pa.Table], pa.ChunkedArray] = field(compare=False, repr=False)
+    # Columns it does without where an org leaves them empty (a fallback covers them): no coverage check
+    # names them.
+    optional: tuple[str, ...] = ()
 
 
 Column = str | Derived
@@ -243,6 +246,20 @@ def login_channels(table: pa.Table) -> pa.ChunkedArray:
     return pc.if_else(is_api, "api", pc.if_else(is_mobile, "mobile", "browser"))
 
 
+def won_at(table: pa.Table) -> pa.ChunkedArray:
+    """When each opportunity was won: its LastStageChangeDate (the move to Closed Won), else its CloseDate
+    (midnight UTC) where the org has no such field. Not CloseDate alone: a deal whose expected close date
+    passed was often won later, and a backfill must not count it won before it was."""
+    stage_changed = _column(table, "LastStageChangeDate", _TIMESTAMP).cast(_TIMESTAMP)
+    return pc.coalesce(stage_changed, pc.cast(_column(table, "CloseDate", pa.date32()), _TIMESTAMP))
+
+
+WON_AT = Derived(
+    "won_at", ("LastStageChangeDate", "CloseDate"),
+    "when it was won: LastStageChangeDate (its move to Closed Won), else CloseDate where the org has none", won_at,
+    optional=("LastStageChangeDate",))
+
+
 LOGIN_CHANNEL = Derived(
     "channel", ("ApiType", "Application", "Platform"),
     "api when ApiType is set (not null, '' or 'N/A'), else mobile when Application or Platform names iOS or "
@@ -251,28 +268,42 @@ LOGIN_CHANNEL = Derived(
 
 @dataclass(frozen=True)
 class Count:
-    """Rows of one object, one activity each, for the user in column `user`, when `at` is in the window."""
+    """Rows of one object, one activity each, for the user in column `user`, when `at` is in the window.
+
+    `at` is a staged timestamp or date column, or a Derived one (for example when a deal was won)."""
 
     sobject: str
     user: str
-    at: str
+    at: Column
     where: tuple[Where, ...] = ()
 
     @property
     def derived(self) -> tuple[Derived, ...]:
-        """The derived columns the filters read."""
-        return tuple(dict.fromkeys(c for w in self.where for c in w.columns if isinstance(c, Derived)))
+        """The derived columns the date and the filters read."""
+        dated = (self.at,) if isinstance(self.at, Derived) else ()
+        return tuple(dict.fromkeys((*dated, *(c for w in self.where for c in w.columns if isinstance(c, Derived)))))
+
+    @property
+    def dated_by(self) -> tuple[str, ...]:
+        """The staged columns that place a row in the window (those of a derived date: one of them is it)."""
+        return self.at.columns if isinstance(self.at, Derived) else (self.at,)
 
     @property
     def columns(self) -> tuple[str, ...]:
         """The staged columns to read (those the derived columns are computed from included)."""
         staged = (c for w in self.where for c in w.columns if not isinstance(c, Derived))
-        return tuple(dict.fromkeys((self.user, self.at, *staged, *(c for d in self.derived for c in d.columns))))
+        return tuple(dict.fromkeys((self.user, *self.dated_by, *staged, *(c for d in self.derived for c in d.columns))))
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The staged columns it cannot do without: `columns` but those a derived column can do without."""
+        optional = {c for d in self.derived for c in d.optional}
+        return tuple(c for c in self.columns if c not in optional)
 
     def describe(self) -> str:
         filters = f" where {' and '.join(w.text for w in self.where)}" if self.where else ""
         derived = "".join(f" ({d.name}: {d.meaning})" for d in self.derived)
-        return f"{self.sobject} rows{filters}, counted for {self.user}, dated by {self.at}{derived}"
+        return f"{self.sobject} rows{filters}, counted for {self.user}, dated by {_name(self.at)}{derived}"
 
 
 @dataclass(frozen=True)
@@ -348,8 +379,8 @@ _ACTIVITY: tuple[Feature, ...] = (
     _rate("leads_converted", "own leads converted",
           Count("Lead", "OwnerId", "ConvertedDate", (is_true("IsConverted"),))),
     _rate("opportunities_created", "opportunities created", Count("Opportunity", "CreatedById", "CreatedDate")),
-    _rate("opportunities_won", "own opportunities won (closing in the window)",
-          Count("Opportunity", "OwnerId", "CloseDate", (is_true("IsWon"),))),
+    _rate("opportunities_won", "own opportunities won in the window",
+          Count("Opportunity", "OwnerId", WON_AT, (is_true("IsWon"),))),
     _rate("upsell_renewals", "own upgrade and replacement (renewal) opportunities opened",
           Count("Opportunity", "OwnerId", "CreatedDate",
                 (equals("Type", "Existing Customer - Upgrade", "Existing Customer - Replacement"),))),
@@ -483,7 +514,7 @@ def source_fields(names: Sequence[str]) -> dict[tuple[str, str], list[str]]:
         measure = by_name[name].measure
         if isinstance(measure, Rate):
             for count in measure.counts:
-                for column in count.columns:
+                for column in count.required:
                     rates = fields.setdefault((count.sobject, column), [])
                     if name not in rates:
                         rates.append(name)
@@ -606,14 +637,14 @@ def _count_activity(staging: StagedRecords, window: Window, users: pa.Array) -> 
               if isinstance(feature.measure, Rate)}
     for sobject, counts in _counts_by_object().items():
         columns = list(dict.fromkeys(column for _, count in counts for column in count.columns))
-        dated_by = list(dict.fromkeys(count.at for _, count in counts))
+        dated_by = list(dict.fromkeys(column for _, count in counts for column in count.dated_by))
         read = 0
         for table in staging.buckets(sobject, columns, where=lambda table: _any_in_window(table, dated_by, window)):
             read += table.num_rows
             for derived in dict.fromkeys(d for _, count in counts for d in count.derived):
                 table = table.append_column(derived.name, derived.compute(table))
             for name, count in counts:
-                mask = window.mask(table[count.at])
+                mask = window.mask(table[_name(count.at)])
                 for where in count.where:
                     mask = pc.and_(mask, pc.fill_null(where.mask(table), False))
                 totals[name] += _per_user(table[count.user].filter(mask), users)

@@ -238,6 +238,7 @@ class RecordWriter:
         if sobject.name == "Opportunity" and "StageName" in values:
             values["IsClosed"] = int(values["StageName"] in ("Closed Won", "Closed Lost"))
             values["IsWon"] = int(values["StageName"] == "Closed Won")
+            values["LastStageChangeDate"] = now  # Salesforce stamps it on every stage change
         if sobject.name == "Case" and "Status" in values:
             values["IsClosed"] = int(values["Status"] == "Closed")
             values["ClosedDate"] = now if values["IsClosed"] else None

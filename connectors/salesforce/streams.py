@@ -68,7 +68,9 @@ STREAMS: tuple[Stream, ...] = (
            feeds="meetings, and whether a customer took part"),
     Stream("Lead", "00Q", ("OwnerId", "Status", "IsConverted", "ConvertedDate", *_AUDIT), feeds="leads created and converted"),
     Stream("Opportunity", "006", ("OwnerId", "StageName", "IsClosed", "IsWon", "Type", "CloseDate", *_AUDIT),
-           feeds="opportunities created, won, and upsell / renewal"),
+           feeds="opportunities created, won (and when), and upsell / renewal",
+           # When a deal moved to its stage (API 52.0+): when it was won, for features as of a past date.
+           optional=("LastStageChangeDate",)),
     Stream("Quote", "0Q0", ("OwnerId", "Status", *_AUDIT), feeds="quotes prepared"),
     Stream("Contract", "800", ("OwnerId", "Status", "ActivatedDate", *_AUDIT), feeds="contracts"),
     Stream("Contact", "003", ("OwnerId", *_AUDIT), feeds="contacts created"),

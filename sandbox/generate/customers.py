@@ -283,6 +283,9 @@ def write_opportunities(store: OrgStore, streams: RandomStreams, people: Populat
     forecast = np.where(closed, np.where(won, "Closed", "Omitted"),
                         np.array(_STAGE_FORECAST, dtype=object)[open_stage]).astype(object)
     edited = later_times(rng, created, people.end_ms[owner], share=0.7, mean_delay_ms=10 * DAY_MS)
+    # An open deal last moved stage when it reached the one it is in (none yet: when it was created).
+    staged = np.where(open_stage > 0, np.minimum(created + (open_stage / len(_STAGES) * duration).astype(np.int64),
+                                                 window.last_ms), created)
     modified = np.where(closed, close_time, edited)
     suffix = np.empty(n, dtype=object)
     for kind, options in _OPPORTUNITY_SUFFIXES.items():
@@ -294,6 +297,7 @@ def write_opportunities(store: OrgStore, streams: RandomStreams, people: Populat
         writer.write({
             "Id": ids, "Name": names, "AccountId": accounts.ids[account], "OwnerId": people.ids[owner],
             "StageName": stage, "IsClosed": closed, "IsWon": won, "Type": deal_type,
+            "LastStageChangeDate": DateTimes(np.where(closed, close_time, staged)),
             "Amount": np.round(rng.lognormal(np.log(25_000), 1.0, n), -2),
             "CloseDate": Dates(np.where(closed, close_time, closes)), "Probability": probability.astype(float),
             "LeadSource": pick(rng, V.LEAD_SOURCES, n), "ForecastCategoryName": forecast, "IsDeleted": 0,

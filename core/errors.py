@@ -31,6 +31,10 @@ class ApiReserveError(SalesforceError):
     """The org has fewer daily API requests left than the reserve we leave for its other integrations."""
 
 
+class BackfillError(PersonaSyncError):
+    """A backfill cannot run as asked: dates outside what staging holds, nothing staged, bad parameters."""
+
+
 class ValidationFailed(PersonaSyncError):
     """A run's checks or guardrails failed: nothing was written. The message names each failing check,
     what was observed and the limit; the run's Data Docs and the ledger have the details."""

@@ -71,29 +71,32 @@ def staging_checks(staging: StagingConfig, state: StateConfig, config: Validatio
 
 @task(name="feature-checks", cache_policy=NO_CACHE)
 def feature_checks(features_file: Path, staging: StagingConfig, state: StateConfig, config: ValidationConfig,
-                   personas: PersonasConfig, run_id: str) -> validation.StageChecks:
-    """The active users' features; stops the run when one check fails."""
-    checked = validation.check_features(features_file, staging, config, catalog_for(personas), run_id)
-    return _settled(state, config, run_id, checked)
+                   personas: PersonasConfig, run_id: str, docs: bool = True) -> validation.StageChecks:
+    """The active users' features; stops the run when one check fails. `docs`: GX Data Docs (a backfill's
+    dates go without, see validation.record)."""
+    checked = validation.check_features(features_file, staging, config, catalog_for(personas), run_id, docs=docs)
+    return _settled(state, config, run_id, checked, docs)
 
 
 @task(name="assignment-checks", cache_policy=NO_CACHE)
 def assignment_checks(summary: AssignmentSummary, staging: StagingConfig, state: StateConfig,
-                      config: ValidationConfig, personas: PersonasConfig, forced: list[str]) -> validation.StageChecks:
+                      config: ValidationConfig, personas: PersonasConfig, forced: list[str],
+                      docs: bool = True) -> validation.StageChecks:
     """The candidate assignments and the guardrails; stops the run when one fails (a forced guardrail
     does not)."""
     checked = validation.check_assignments(summary.assignments_path, summary.features_path, staging, state, config,
-                                           catalog_for(personas), summary.as_of, summary.run_id, forced=forced)
-    return _settled(state, config, summary.run_id, checked)
+                                           catalog_for(personas), summary.as_of, summary.run_id, forced=forced,
+                                           docs=docs)
+    return _settled(state, config, summary.run_id, checked, docs)
 
 
-def _settled(state: StateConfig, config: ValidationConfig, run_id: str,
-             checked: validation.StageChecks) -> validation.StageChecks:
+def _settled(state: StateConfig, config: ValidationConfig, run_id: str, checked: validation.StageChecks,
+             docs: bool = True) -> validation.StageChecks:
     """Records a stage's checks; on a failure publishes the failing checks and the Data Docs link, then
     raises (the flow run ends Failed with the message)."""
     logger = get_run_logger()
     try:
-        index = validation.record(state, config, run_id, checked)
+        index = validation.record(state, config, run_id, checked, docs=docs)
     except ValidationFailed as failed:
         create_markdown_artifact(key="validation-failed", markdown=checks_markdown(
             checked.checks, title=f"Validation failed: nothing was written (run {run_id})",
@@ -101,10 +104,10 @@ def _settled(state: StateConfig, config: ValidationConfig, run_id: str,
         _link_docs(failed.data_docs, run_id)
         logger.error("%s", failed)
         raise
-    _link_docs(str(index), run_id)
+    _link_docs(str(index) if index else None, run_id)
     logger.info("%s checks: %d passed, %d warned, %d forced; Data Docs: %s", checked.checks[0].stage if checked.checks
                 else "no", sum(c.status == "passed" for c in checked.checks), len(checked.warned),
-                sum(c.status == "forced" for c in checked.checks), index)
+                sum(c.status == "forced" for c in checked.checks), index or "none (every check passed)")
     return checked
 
 

@@ -264,13 +264,14 @@ def _coverage_frame(fields: dict[tuple[str, str], list[str]], filled: dict[tuple
 # --- features --------------------------------------------------------------------------------------------
 
 def check_features(features_file: Path, staging_config: StagingConfig, config: ValidationConfig, catalog: Catalog,
-                   run_name: str) -> StageChecks:
-    """The active users' features: one row each, no missing values, no negatives, sane bounds."""
+                   run_name: str, *, docs: bool = True) -> StageChecks:
+    """The active users' features: one row each, no missing values, no negatives, sane bounds. `docs`: write
+    the stage's GX Data Docs site (a backfill leaves it out for each of its dates: see `record`)."""
     features = pd.read_parquet(features_file)
     active_users = _active_user_count(staging_config)
     frame = features[features["IsActive"].astype(bool)].reset_index()
     units = {feature.name: feature.unit for feature in FEATURES}
-    runner = GxRunner(stage_docs_dir(config, run_name, "features"))
+    runner = GxRunner(stage_docs_dir(config, run_name, "features") if docs else None)
     expects = suites.features(units, catalog.features, active_users=active_users, share_unit=SHARE,
                               rate_unit=PER_30_DAYS)
     checks = runner.validate("features", "features", expects, [frame[["Id", *units]]], id_column="Id")
@@ -287,13 +288,14 @@ def _active_user_count(staging_config: StagingConfig) -> int:
 
 def check_assignments(candidates_file: Path, features_file: Path, staging_config: StagingConfig,
                       state_config: StateConfig, config: ValidationConfig, catalog: Catalog, as_of: datetime,
-                      run_name: str, *, forced: Collection[str] = ()) -> StageChecks:
-    """The active users' candidate assignments, then the guardrails against the last good run."""
+                      run_name: str, *, forced: Collection[str] = (), docs: bool = True) -> StageChecks:
+    """The active users' candidate assignments, then the guardrails against the last good run (`docs`: as
+    for `check_features`)."""
     candidates = pd.read_parquet(candidates_file)
     active = pd.read_parquet(features_file, columns=["IsActive"])
     active_ids = active.index[active["IsActive"].astype(bool)]
     frame = candidates[candidates.index.isin(active_ids)].rename_axis("user_id").reset_index()
-    runner = GxRunner(stage_docs_dir(config, run_name, "assignments"))
+    runner = GxRunner(stage_docs_dir(config, run_name, "assignments") if docs else None)
     expects = suites.assignments(catalog.labels, UNASSIGNED, active_users=_active_user_count(staging_config))
     checks = runner.validate("assignments", "assignments", expects,
                              [frame[["user_id", "persona", "score", "confidence", "reason"]]], id_column="user_id")
@@ -308,13 +310,20 @@ def check_assignments(candidates_file: Path, features_file: Path, staging_config
 
 # --- the ledger ------------------------------------------------------------------------------------------
 
-def record(state_config: StateConfig, config: ValidationConfig, run_id: str, stage: StageChecks) -> Path:
+def record(state_config: StateConfig, config: ValidationConfig, run_id: str, stage: StageChecks, *,
+           docs: bool = True) -> Path | None:
     """Keeps a stage's checks in the run ledger and rewrites the run's Data Docs index; raises
-    ValidationFailed when a check failed. Returns the index page."""
+    ValidationFailed when a check failed. Returns the index page.
+
+    `docs` False (each date of a backfill): the index page is written only when a check of the run failed
+    or warned, so a backfill of many dates neither fills the disk nor pushes the nightly runs' Data Docs
+    out of the newest `data_docs_keep`; the ledger keeps every check either way. Returns None then."""
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
         state.save_checks(run_id, [asdict(check) for check in stage.checks])
         every = [Check(**check) for check in state.checks(run_id)]
+        if not docs and not any(check.status in ("failed", "warned") for check in every):
+            return None
         index = write_index(config.data_docs_dir / run_id, f"run {run_id}", every).resolve()
         state.set_data_docs(run_id, str(index))
     prune_data_docs(config)

@@ -177,6 +177,21 @@ class StateStore:
         with self._sessions() as session:
             return any((parameters or {}).get("night") == night for parameters in session.scalars(query))
 
+    def runs_by_key(self, flow: str, keys: Sequence[str]) -> dict[str, str]:
+        """Of `keys` (the idempotency keys runs of `flow` record in their parameters), those a succeeded run
+        (not rolled back) holds: key -> the latest such run's id. How a backfill knows the dates it did."""
+        wanted = set(keys)
+        query = (select(RunRow.id, RunRow.parameters).where(RunRow.flow == flow, RunRow.status == "succeeded")
+                 .order_by(RunRow.started_at))
+        with self._sessions() as session:
+            return {parameters["key"]: run_id for run_id, parameters in session.execute(query)
+                    if parameters and parameters.get("key") in wanted}
+
+    def watermarks(self) -> list[Watermark]:
+        """Every object's watermark (objects never pulled have none)."""
+        with self._sessions() as session:
+            return [self._watermark(row) for row in session.scalars(select(WatermarkRow).order_by(WatermarkRow.sobject))]
+
     def set_data_docs(self, run_id: str, path: str) -> None:
         """Records where the run's Data Docs (its checks as HTML) are."""
         with self._transaction(f"record the Data Docs of run {run_id}") as session:
@@ -212,11 +227,13 @@ class StateStore:
         """Where the next incremental pull of `sobject` resumes; None when it has never been pulled."""
         with self._sessions() as session:
             row = session.get(WatermarkRow, sobject)
-            if row is None:
-                return None
-            return Watermark(sobject=row.sobject, cursor_field=row.cursor_field, value=row.value,
-                             history_start=row.history_start, updated_at=row.updated_at, run_id=row.run_id,
-                             deletions_value=row.deletions_value, reconciled_at=row.reconciled_at)
+            return None if row is None else self._watermark(row)
+
+    @staticmethod
+    def _watermark(row: WatermarkRow) -> Watermark:
+        return Watermark(sobject=row.sobject, cursor_field=row.cursor_field, value=row.value,
+                         history_start=row.history_start, updated_at=row.updated_at, run_id=row.run_id,
+                         deletions_value=row.deletions_value, reconciled_at=row.reconciled_at)
 
     def set_watermark(self, sobject: str, cursor_field: str, value: datetime, history_start: datetime,
                       run_id: str, *, deletions_value: datetime | None = None,
@@ -423,13 +440,15 @@ class StateStore:
         """Extends each user's persona history with a run's assignments (index: user Id; columns persona,
         score, confidence, reason): a user whose persona differs from their open row gets that row closed
         at `as_of` and a new one opened (a rerun of the same as-of corrects the row it opened); a user
-        with none gets one. The same persona again changes nothing, so a rerun adds no row. A run for an
-        as-of before the newest stored one (a backfill of the past) leaves the history as it is: it is
-        the story as the nightly runs told it. Returns the rows opened or corrected."""
+        with none gets one. The same persona again changes nothing, so a rerun adds no row.
+
+        A run for an as-of before the newest stored one (a backfill of the past) is threaded into the
+        story where it belongs: the history from `as_of` on is replayed from the stored assignments
+        (`replay_history`). Returns the rows opened or corrected."""
         as_of = as_utc(as_of, "the as-of of the history")
         newest = self.newest_as_of(other_than=run_id)
         if newest is not None and as_of < newest:
-            return 0
+            return self.replay_history(since=as_of)
         with self._transaction(f"record the persona history of run {run_id}") as session:
             open_rows = {row.user_id: row for row in session.scalars(
                 select(PersonaHistoryRow).where(PersonaHistoryRow.valid_to.is_(None)))}
@@ -446,13 +465,51 @@ class StateStore:
                     continue
                 if current is not None:
                     current.valid_to = as_of
-                opened.append({"user_id": str(user_id), "persona": row.persona, "score": float(row.score),
-                               "confidence": float(row.confidence), "reason": row.reason,
-                               "catalog_version": catalog_version, "valid_from": as_of, "valid_to": None,
-                               "run_id": run_id})
+                opened.append(_history_row(str(user_id), row, catalog_version, as_of, run_id))
             new_rows = [row for row in opened if row is not None]
             if new_rows:
                 session.execute(insert(PersonaHistoryRow), new_rows)
+        return len(opened)
+
+    def replay_history(self, *, since: datetime) -> int:
+        """Rebuilds the persona history from `since` on out of the stored assignments: the rows that start at
+        or after it go, the rows they closed are open again, then every as-of from `since` on is applied in
+        order (the latest run of each as-of, rolled-back runs left out), as `record_history` would have.
+
+        The history is thus the same whatever order the as-ofs were computed in: a backfill of past dates
+        done after the nightly runs, or interrupted and resumed, tells the story an uninterrupted run in
+        date order tells. Returns the rows opened."""
+        since = as_utc(since, "the start of the history to replay")
+        query = (select(AssignmentRow.run_id, AssignmentRow.as_of, RunRow.started_at)
+                 .join(RunRow, RunRow.id == AssignmentRow.run_id)
+                 .where(RunRow.status != ROLLED_BACK, AssignmentRow.as_of >= since).distinct()
+                 .order_by(AssignmentRow.as_of, RunRow.started_at))
+        with self._sessions() as session:
+            latest_per_as_of = {as_of: run_id for run_id, as_of, _started in session.execute(query)}
+        stored = [(run_id, as_utc(as_of, "an as-of"), self.assignments(run_id))
+                  for as_of, run_id in sorted(latest_per_as_of.items())]
+        with self._transaction(f"replay the persona history from {since.isoformat()}") as session:
+            session.execute(delete(PersonaHistoryRow).where(PersonaHistoryRow.valid_from >= since))
+            session.execute(update(PersonaHistoryRow).where(PersonaHistoryRow.valid_to >= since)
+                            .values(valid_to=None))
+            open_rows: dict[str, Any] = {row.user_id: row for row in session.scalars(
+                select(PersonaHistoryRow).where(PersonaHistoryRow.valid_to.is_(None)))}
+            opened: list[dict[str, Any]] = []
+            for run_id, as_of, assignments in stored:
+                for user_id, row in zip(assignments.index, assignments.itertuples(index=False)):
+                    current = open_rows.get(str(user_id))
+                    held = None if current is None else current["persona"] if isinstance(current, dict) \
+                        else current.persona
+                    if held == row.persona:
+                        continue
+                    if isinstance(current, dict):
+                        current["valid_to"] = as_of
+                    elif current is not None:
+                        current.valid_to = as_of
+                    open_rows[str(user_id)] = _history_row(str(user_id), row, row.catalog_version, as_of, run_id)
+                    opened.append(open_rows[str(user_id)])
+            for start in range(0, len(opened), _CHUNK):
+                session.execute(insert(PersonaHistoryRow), opened[start:start + _CHUNK])
         return len(opened)
 
     def history(self, user_id: str) -> list[dict[str, Any]]:
@@ -825,6 +882,13 @@ def _assignment_frame(rows: Any) -> pd.DataFrame:
                for row in rows]
     frame = pd.DataFrame.from_records(records, columns=["user_id", *_ASSIGNMENT_COLUMNS])
     return frame.set_index("user_id")
+
+
+def _history_row(user_id: str, row: Any, catalog_version: str, as_of: datetime, run_id: str) -> dict[str, Any]:
+    """A new, open persona history row for one user's assignment (a pandas row or itertuples tuple)."""
+    return {"user_id": user_id, "persona": row.persona, "score": float(row.score), "confidence": float(row.confidence),
+            "reason": row.reason, "catalog_version": catalog_version, "valid_from": as_of, "valid_to": None,
+            "run_id": run_id}
 
 
 def _optional_text(value: object) -> str | None:

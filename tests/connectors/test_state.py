@@ -392,6 +392,16 @@ def test_persona_history_opens_a_row_only_when_a_persona_changes(tmp_path: Path)
     story = state.history("005A00000000001")  # the 15-character form finds the 18-character one
     assert [(row["persona"], row["valid_from"], row["valid_to"]) for row in story] == [
         ("Case Solver", day, day + timedelta(days=2)), ("Team Leader", day + timedelta(days=2), None)]
-    # A backfill of an earlier day leaves the history as it is.
-    assert run(day - timedelta(days=5), "Sales Leader", "Sales Leader") == 0
-    assert [row["persona"] for row in state.history("005A00000000002AAA")] == ["Deal Closer"]
+    # A backfill of an earlier day is threaded into the story where it belongs: the same history as if
+    # the days had been run in date order (the latest run of an as-of counts).
+    assert run(day - timedelta(days=5), "Sales Leader", "Sales Leader") == 5
+    assert [(row["persona"], row["valid_from"], row["valid_to"]) for row in state.history("005A00000000001AAA")] == [
+        ("Sales Leader", day - timedelta(days=5), day), ("Case Solver", day, day + timedelta(days=2)),
+        ("Team Leader", day + timedelta(days=2), None)]
+    assert [(row["persona"], row["valid_to"]) for row in state.history("005A00000000002AAA")] == [
+        ("Sales Leader", day), ("Deal Closer", None)]
+    # Replaying again changes nothing.
+    before = state.history("005A00000000001AAA")
+    state.replay_history(since=day - timedelta(days=30))
+    assert [(r["persona"], r["valid_from"], r["valid_to"]) for r in state.history("005A00000000001AAA")] == [
+        (r["persona"], r["valid_from"], r["valid_to"]) for r in before]

@@ -28,6 +28,12 @@ Preset = Annotated[Optional[str], typer.Option(
     help="Org size: small (~200 users), medium (~2,000), large (~20,000). [default: PERSONA_SYNC_SANDBOX_PRESET, small]")]
 Seed = Annotated[Optional[int], typer.Option(
     help="Seed of the generated org: same seed, same org. [default: PERSONA_SYNC_SANDBOX_SEED, 7]")]
+WorldName = Annotated[str, typer.Option(
+    "--world", help="The world the org is generated in: 'default' (today's org) or a seed to draw one from "
+                    "(base rates, persona mix, logging conventions, export; see sandbox/generate/worlds.py).")]
+Export = Annotated[Optional[str], typer.Option(
+    help="Force the world's export: 'full', or 'partial' (optional objects and fields absent from describe). "
+         "Default: as the world draws it.")]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,16 @@ def _faults(specs: list[str]) -> FaultSettings:
     return FaultSettings.from_json(values)
 
 
+def _world(name: str, export: str | None):
+    """The World named on the command line (`--world`, `--export`), or a usage error saying what is accepted."""
+    from sandbox.generate.worlds import InvalidWorld, World
+
+    try:
+        return World.named(name, export=export)
+    except InvalidWorld as error:
+        raise typer.BadParameter(str(error), param_hint="--world / --export") from None
+
+
 def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
     """The `sandbox` sub-commands; `defaults` gives the options not given (read when a command runs)."""
     app = typer.Typer(help="Run the local Salesforce-compatible HTTPS sandbox and its synthetic org.",
@@ -83,6 +99,8 @@ def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
             help="The org's 'today' (history ends here). [default: the current hour, UTC]")] = None,
         hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
         noise: Annotated[float, typer.Option(help="Spread of per-user rate noise (1 = normal, 2 = twice).")] = 1.0,
+        world: WorldName = "default",
+        export: Export = None,
         from_export: Annotated[Optional[Path], typer.Option(
             help="Seed the org from a Data Loader export (one <Object>.csv per sObject) instead of generating it.",
             exists=True, file_okay=False)] = None,
@@ -110,7 +128,7 @@ def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
         config = SandboxConfig(
             data_dir=directory, preset=preset or given.preset, seed=given.seed if seed is None else seed,
             as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
-            hybrid_share=hybrid_share, noise=noise, from_export=from_export, host=host,
+            hybrid_share=hybrid_share, noise=noise, world=_world(world, export), from_export=from_export, host=host,
             port=given.port if port is None else port,
             session_idle_seconds=session_idle_seconds, daily_api_limit=daily_api_limit, faults=_faults(fault))
         started = time.monotonic()
@@ -139,6 +157,8 @@ def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
         as_of: Annotated[Optional[datetime], typer.Option(help="The org's 'today'. [default: the current hour, UTC]")] = None,
         hybrid_share: Annotated[float, typer.Option(help="Share of users who mix two personas.")] = 0.10,
         noise: Annotated[float, typer.Option(help="Spread of per-user rate noise.")] = 1.0,
+        world: WorldName = "default",
+        export: Export = None,
     ) -> None:
         """Generate the synthetic org without serving it; prints rows per object."""
         given = defaults()
@@ -146,7 +166,7 @@ def sandbox_commands(defaults: Callable[[], CommandDefaults]) -> typer.Typer:
         config = SandboxConfig(data_dir=directory, preset=preset or given.preset,
                                seed=given.seed if seed is None else seed,
                                as_of=as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else None,
-                               hybrid_share=hybrid_share, noise=noise)
+                               hybrid_share=hybrid_share, noise=noise, world=_world(world, export))
         started = time.monotonic()
         try:
             store = prepare_org(config)

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 import uvicorn
@@ -46,6 +47,9 @@ from sandbox.store import OrgStore, StoreError
 from sandbox.tls import ensure_tls_files
 from sandbox.values import format_datetime
 
+if TYPE_CHECKING:
+    from sandbox.generate.worlds import World
+
 
 class SandboxError(RuntimeError):
     """The sandbox cannot start as asked; the message says what to change."""
@@ -62,6 +66,8 @@ class SandboxConfig:
     as_of: datetime | None = None
     hybrid_share: float = 0.10
     noise: float = 1.0
+    # The generated org's habits (sandbox.generate.worlds); None: the default world, today's org.
+    world: World | None = None
     from_export: Path | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -139,14 +145,15 @@ def prepare_org(config: SandboxConfig) -> OrgStore:
         store = OrgStore.open(path)
         _ensure_api_identity(store, config.credentials)
         return store
-    from sandbox.generate import GenerationOptions, generate_org
+    from sandbox.generate import GenerationOptions, World, generate_org
 
     as_of = config.as_of or datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     temporary = path.with_suffix(".generating")
     temporary.unlink(missing_ok=True)
     store = OrgStore.create(temporary, {})
     generate_org(store, preset=config.preset, seed=config.seed, as_of=as_of,
-                 options=GenerationOptions(hybrid_share=config.hybrid_share, noise=config.noise),
+                 options=GenerationOptions(hybrid_share=config.hybrid_share, noise=config.noise,
+                                           world=config.world or World.default()),
                  truth_dir=config.data_dir / "truth")
     store.close()
     os.replace(temporary, path)  # an interrupted generation never leaves a half-made org behind
@@ -191,6 +198,16 @@ def _check_same_org(store: OrgStore, config: SandboxConfig) -> None:
         raise SandboxError(
             f"{config.org_path} holds the org generated with preset={stored[0]} seed={stored[1]}, not "
             f"preset={wanted[0]} seed={wanted[1]}: choose another --data-dir, or --reset to regenerate it")
+    from sandbox.generate import World
+
+    world = config.world or World.default()
+    # An org generated before worlds existed was generated in the default world.
+    stored_world = settings.get("world_settings", World.default().to_settings())
+    if stored_world != world.to_settings():
+        raise SandboxError(
+            f"{config.org_path} holds the org generated in world {settings.get('world', 'default')}, not in world "
+            f"{world.name} (or the world's ranges changed since): choose another --data-dir, or --reset to "
+            "regenerate it")
 
 
 def _admin_token(data_dir: Path) -> str:
@@ -354,6 +371,8 @@ def start_sandbox_process(config: SandboxConfig, timeout: float = 300) -> Runnin
                "--session-idle-seconds", str(config.session_idle_seconds), "--quiet"]
     if config.from_export is not None:
         command += ["--from-export", str(config.from_export)]
+    if config.world is not None:
+        command += ["--world", config.world.to_settings()]  # exact, even for a world built by hand
     process = subprocess.Popen(command)
     deadline = time.monotonic() + timeout
     while not status_file.exists():

@@ -159,6 +159,12 @@ class SObjectSchema:
                              self.createable, self.updateable, self.deletable, self.required_filter,
                              self.custom)
 
+    def without_fields(self, names: set[str]) -> "SObjectSchema":
+        """This object without the fields called `names` (fields an org does not have: a partial export)."""
+        return SObjectSchema(self.name, self.key_prefix, tuple(f for f in self.fields if f.name not in names),
+                             self.label, self.createable, self.updateable, self.deletable, self.required_filter,
+                             self.custom)
+
     def describe(self, version: str) -> dict:
         """The describe result for this object (`GET sobjects/{name}/describe`)."""
         return self.summary(version) | {

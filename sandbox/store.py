@@ -149,6 +149,45 @@ class OrgStore:
                        (object_name, start + offset, json.dumps(asdict(extra))))
         self._schema = None
 
+    def withhold(self, objects: Sequence[str], fields: Sequence[str], db: sqlite3.Connection) -> None:
+        """Takes standard objects and fields (`Object.Field`) out of this org, inside the caller's transaction.
+
+        Why: an org built from a partial export has no such object or field at all, and a client must
+        see that as Salesforce shows it: the object missing from the global describe (a query of it fails
+        with INVALID_TYPE), the field missing from its object's describe (INVALID_FIELD), not an empty
+        table or a column of nulls. Their data is dropped; the names are kept in the settings
+        (`absent_objects`, `absent_fields`, JSON lists), which the schema is read against.
+        """
+        known = standard_objects()
+        for name in objects:
+            if name not in known:
+                raise StoreError(f"cannot withhold {name!r}: not a standard object of the sandbox")
+        for qualified in fields:
+            object_name, _, field_name = qualified.partition(".")
+            if object_name not in known or known[object_name].field(field_name) is None or field_name == "Id":
+                raise StoreError(f"cannot withhold {qualified!r}: name a standard field as Object.Field (not Id)")
+        absent_objects = sorted({*self._absent("absent_objects"), *objects})
+        absent_fields = sorted({*self._absent("absent_fields"), *fields})
+        for name in objects:
+            db.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        for qualified in fields:
+            object_name, _, field_name = qualified.partition(".")
+            if object_name in absent_objects:
+                continue
+            for (index,) in db.execute("SELECT name FROM pragma_index_list(?)", (object_name,)).fetchall():
+                columns = [row[0] for row in db.execute("SELECT name FROM pragma_index_info(?)", (index,))]
+                if field_name in columns:
+                    db.execute(f"DROP INDEX {quote(index)}")
+            db.execute(f"ALTER TABLE {quote(object_name)} DROP COLUMN {quote(field_name)}")
+        db.execute("INSERT OR REPLACE INTO _meta VALUES (?, ?)", ("absent_objects", json.dumps(absent_objects)))
+        db.execute("INSERT OR REPLACE INTO _meta VALUES (?, ?)", ("absent_fields", json.dumps(absent_fields)))
+        self._schema = None
+
+    def _absent(self, key: str) -> list[str]:
+        """The names a `withhold` saved under `key` (none for an org that withholds nothing)."""
+        text = self.setting(key)
+        return json.loads(text) if text else []
+
     def _load_schema(self) -> dict[str, SObjectSchema]:
         objects = standard_objects()
         extras: dict[str, list[FieldSchema]] = {}
@@ -160,6 +199,14 @@ class OrgStore:
             extras.setdefault(object_name, []).append(FieldSchema(**attributes))
         for object_name, fields in extras.items():
             objects[object_name] = objects[object_name].with_fields(fields)
+        absent_fields: dict[str, set[str]] = {}
+        for qualified in self._absent("absent_fields"):
+            object_name, _, field_name = qualified.partition(".")
+            absent_fields.setdefault(object_name, set()).add(field_name)
+        for object_name, names in absent_fields.items():
+            objects[object_name] = objects[object_name].without_fields(names)
+        for object_name in self._absent("absent_objects"):
+            objects.pop(object_name, None)
         return objects
 
     # --- ids and rows -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ persona behaviour table is `sandbox.generate.profiles`; the recipe is `sandbox.g
 from sandbox.generate.org import (PRESETS, GenerationOptions, GenerationReport, InvalidGenerationRequest, Preset,
                                   generate_org, write_truth)
 from sandbox.generate.profiles import PERSONA_LABELS
+from sandbox.generate.worlds import InvalidWorld, World
 
 __all__ = ["PERSONA_LABELS", "PRESETS", "GenerationOptions", "GenerationReport", "InvalidGenerationRequest",
-           "Preset", "generate_org", "write_truth"]
+           "InvalidWorld", "Preset", "World", "generate_org", "write_truth"]

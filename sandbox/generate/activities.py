@@ -10,6 +10,7 @@ opportunities, contacts and leads; service people at their own recent cases and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from sandbox.generate.service import Cases
 from sandbox.generate.timing import (DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, Window, later_times, system_stamps,
                                      working_times)
 from sandbox.generate.writing import NO_TIME, Dates, DateTimes, TableWriter, lookup, pick, user_chunks
+
+if TYPE_CHECKING:
+    from sandbox.generate.worlds import World
 
 TASK_CHUNK_ROWS = 250_000
 _SERVICE = 1  # Population.cloud code of the Service cloud
@@ -85,26 +89,49 @@ def choose_targets(rng: np.random.Generator, people: Population, records: Worked
     return Targets(who, what, touched)
 
 
+def unlinked_as_the_world_logs(rng: np.random.Generator, targets: Targets, world: World) -> Targets:
+    """The targets with WhatId and WhoId blanked as often as the world's fill rates say.
+
+    Why: in many orgs people log a call or book a meeting without relating it to the customer, so a
+    product cannot take an empty WhatId/WhoId to mean internal work. A blanked WhoId touches no contact
+    (no LastActivityDate), as in Salesforce. In the default world (fill rates 1.0) nothing changes and
+    `rng` is not used.
+    """
+    if world.what_fill >= 1.0 and world.who_fill >= 1.0:
+        return targets
+    n = len(targets.who)
+    keep_what = rng.random(n) < world.what_fill
+    keep_who = rng.random(n) < world.who_fill
+    return Targets(np.where(keep_who, targets.who, None), np.where(keep_what, targets.what, None),
+                   np.where(keep_who, targets.contact, -1))
+
+
 # --- Tasks ------------------------------------------------------------------------------------------
 
 def write_tasks(store, streams: RandomStreams, people: Population, records: WorkedRecords,
-                sends: ListEmailSends, window: Window) -> None:
-    """Writes all Tasks in one transaction: calls, emails and to-dos per user chunk, then list-email Tasks."""
+                sends: ListEmailSends, window: Window, world: World) -> None:
+    """Writes all Tasks in one transaction: calls, emails and to-dos per user chunk, then list-email Tasks.
+
+    The world decides whether calls carry CallType (and a duration) and how often WhatId and WhoId are
+    filled; its per-row blanking has a stream of its own ("task-links"), so the rest of a Task is as in
+    a world that fills every link.
+    """
     rng = streams.stream("task-counts")
     counts = {kind: people.draw_counts(rng, kind) for kind in ("calls", "emails", "todos")}
     per_user = sum(counts.values())
     with TableWriter(store, "Task") as writer:
         for part, (first, last) in enumerate(user_chunks(per_user, TASK_CHUNK_ROWS)):
             chunk_rng = streams.stream("tasks", part)
+            links_rng = streams.stream("task-links", part)
             users = np.arange(first, last)
             for kind, kind_counts in counts.items():
                 actors = np.repeat(users, kind_counts[first:last])
-                writer.write(_task_rows(chunk_rng, writer, people, records, kind, actors, window))
+                writer.write(_task_rows(chunk_rng, links_rng, writer, people, records, kind, actors, window, world))
         writer.write(_list_email_task_rows(streams.stream("list-email-tasks"), writer, people, records, sends, window))
 
 
-def _task_rows(rng: np.random.Generator, writer: TableWriter, people: Population, records: WorkedRecords,
-               kind: str, actors: np.ndarray, window: Window) -> dict:
+def _task_rows(rng: np.random.Generator, links_rng: np.random.Generator, writer: TableWriter, people: Population,
+               records: WorkedRecords, kind: str, actors: np.ndarray, window: Window, world: World) -> dict:
     """Task columns for one kind ('calls', 'emails' or 'todos'), one row per entry of `actors`."""
     n = len(actors)
     end = people.end_ms[actors]
@@ -113,6 +140,7 @@ def _task_rows(rng: np.random.Generator, writer: TableWriter, people: Population
     service = cloud == _SERVICE
     targets = choose_targets(rng, people, records, actors, at,
                              internal_share=np.where(cloud == _MARKETING, 0.5, 0.05))
+    targets = unlinked_as_the_world_logs(links_rng, targets, world)
     records.contacts.record_activity(targets.contact, at)
     creator = actors
     call_type = duration = None
@@ -123,6 +151,8 @@ def _task_rows(rng: np.random.Generator, writer: TableWriter, people: Population
         draw = rng.random(n)
         call_type = np.where(draw < inbound, "Inbound", np.where(draw < 0.95, "Outbound", "Internal")).astype(object)
         duration = np.maximum(15, rng.lognormal(np.log(240), 0.8, n)).astype(np.int64)
+        if not world.call_type_logged:  # no CTI: calls are logged by hand, with neither field filled
+            call_type = duration = None
         completed = np.ones(n, dtype=bool)
         due = at
     elif kind == "emails":
@@ -179,11 +209,12 @@ def _list_email_task_rows(rng: np.random.Generator, writer: TableWriter, people:
 # --- Events -----------------------------------------------------------------------------------------
 
 def write_events(store, streams: RandomStreams, people: Population, records: WorkedRecords,
-                 window: Window) -> None:
+                 window: Window, world: World) -> None:
     """Writes meetings: with a customer (on the owner's accounts) as often as the persona's
     CUSTOMER_MEETING_SHARE says (a hybrid's mixes both personas'), internal ones otherwise.
 
     Meetings are booked ahead (CreatedDate up to ten days before StartDateTime) and end before as_of.
+    WhatId and WhoId are filled as often as the world says (blanked from the "event-links" stream).
     """
     rng = streams.stream("events")
     actors = np.repeat(np.arange(people.size), people.draw_counts(rng, "meetings"))
@@ -199,6 +230,7 @@ def write_events(store, streams: RandomStreams, people: Population, records: Wor
     customer_share = people.mix * by_persona[people.persona] + (1 - people.mix) * by_persona[second]  # hybrids mix
     external = rng.random(n) < customer_share[actors]
     targets = choose_targets(rng, people, records, actors, start, internal_share=np.where(external, 0.0, 1.0))
+    targets = unlinked_as_the_world_logs(streams.stream("event-links"), targets, world)
     records.contacts.record_activity(targets.contact, start)
     subject = np.where(external, pick(rng, V.SALES_MEETING_SUBJECTS, n), pick(rng, V.INTERNAL_MEETING_SUBJECTS, n))
     booked = np.maximum(start - (rng.uniform(0, 10, n) * DAY_MS).astype(np.int64), people.start_ms[actors])

@@ -3,7 +3,8 @@
 `generate_org` fills a freshly created OrgStore step by step (users, customers, sales, marketing,
 service, everyday activity, insight, setup, logins, the User rows) and writes the true persona of every
 user to `truth_dir`, outside the org, where the product cannot see it. Same (preset, seed, as_of,
-options) always gives the same database contents.
+options) always gives the same database contents. The options' world (`sandbox.generate.worlds`) fixes
+the org's habits; the default world is the org this generator has always made.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sandbox.generate.people import Population, plan_population
 from sandbox.generate.profiles import PERSONA_LABELS
 from sandbox.generate.randomness import RandomStreams
 from sandbox.generate.timing import HISTORY_DAYS, Window
-from sandbox.schema import standard_objects
+from sandbox.generate.worlds import InvalidWorld, World
 from sandbox.store import OrgStore
 from sandbox.values import format_datetime
 
@@ -48,20 +49,33 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """How hard the org is to read.
+    """How hard the org is to read, and which world it comes from.
 
-    hybrid_share: share of users whose behaviour mixes in a second persona (0..1).
+    hybrid_share: share of users whose behaviour mixes in a second persona (0..1); a drawn world fixes
+        its own (World.hybrid_share), which wins; the default world takes this one.
     noise: multiplies the spread of per-user rate noise (1.0 is the default realism; 2.0 is noisy).
+    world: the org's habits (base rates, persona mix, logging conventions, what was exported); the
+        default world is the org this generator has always made.
     """
 
     hybrid_share: float = 0.10
     noise: float = 1.0
+    world: World = field(default_factory=World.default)
+
+    @property
+    def effective_hybrid_share(self) -> float:
+        """The hybrid share the org is generated with: the world's when drawn, else `hybrid_share`."""
+        return self.world.hybrid_share_or(self.hybrid_share)
 
     def check(self) -> None:
         if not 0.0 <= self.hybrid_share <= 1.0:
             raise InvalidGenerationRequest(f"hybrid_share must be between 0 and 1, got {self.hybrid_share}")
         if not 0.0 <= self.noise <= 5.0:
             raise InvalidGenerationRequest(f"noise must be between 0 and 5, got {self.noise}")
+        try:
+            self.world.check()
+        except InvalidWorld as error:
+            raise InvalidGenerationRequest(f"world {self.world.name}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -90,8 +104,10 @@ def generate_org(store: OrgStore, *, preset: str, seed: int, as_of: datetime,
     History covers the HISTORY_DAYS days before `as_of` (naive datetimes are UTC); every stored time is
     earlier than as_of. Writes `truth.csv` (Id,persona) and `truth_details.csv` (hybrid mix, activity
     level, active flag) for the persona users; the integration user is not in them. Deterministic in
-    (preset, seed, as_of, options). Raises InvalidGenerationRequest for an unknown preset, a bad option
-    or a store that already holds users.
+    (preset, seed, as_of, options), the world included; the settings say which world (`world`,
+    `world_settings`). In a partial-export world the absent objects and fields are not in the org at
+    all (`OrgStore.withhold`). Raises InvalidGenerationRequest for an unknown preset, a bad option or
+    world, or a store that already holds users.
     """
     began = time.perf_counter()
     size = _preset(preset)
@@ -103,7 +119,9 @@ def generate_org(store: OrgStore, *, preset: str, seed: int, as_of: datetime,
     window = Window.ending_at(as_of)
     streams = RandomStreams(seed)
 
-    people = plan_population(store, streams, size.users, window, options.hybrid_share, options.noise)
+    world = options.world
+    people = plan_population(store, streams, size.users, window, options.effective_hybrid_share, options.noise,
+                             world)
     org = directory.write_org_structure(store, people, window)
 
     accounts = customers.write_accounts(store, streams, people, window)
@@ -123,8 +141,8 @@ def generate_org(store: OrgStore, *, preset: str, seed: int, as_of: datetime,
     service.write_articles(store, streams, people, window)
 
     worked = activities.WorkedRecords(accounts, contacts, opportunities, leads, cases)
-    activities.write_tasks(store, streams, people, worked, sends, window)
-    activities.write_events(store, streams, people, worked, window)
+    activities.write_tasks(store, streams, people, worked, sends, window, world)
+    activities.write_events(store, streams, people, worked, window, world)
     activities.write_contact_history(store, streams, people, worked, window)
     activities.write_chatter(store, streams, people, worked, window)
     customers.write_contacts(store, streams, people, accounts, contacts, window)
@@ -133,14 +151,16 @@ def generate_org(store: OrgStore, *, preset: str, seed: int, as_of: datetime,
     insight.write_dashboards(store, streams, people, window)
     user_creators = administration.choose_user_creators(streams, people)
     administration.write_setup_trail(store, streams, people, user_creators, window)
-    last_login = logins.write_logins(store, streams, people, window)
+    last_login = logins.write_logins(store, streams, people, window, world)
     directory.write_users(store, streams, people, org, window, user_creators, last_login)
 
     _save_settings(store, preset, seed, as_of, options, people, org.organization_id)
     with store.transaction() as db:
+        if world.absent_objects or world.absent_fields:  # a partial export: gone from describe, not just empty
+            store.withhold(world.absent_objects, world.absent_fields, db)
         store.create_indexes(db)
     truth_path = write_truth(people, Path(truth_dir))
-    counts = {name: store.count(name) for name in standard_objects()}
+    counts = {name: store.count(name) for name in store.schema}
     return GenerationReport(
         preset=preset, seed=seed, as_of=format_datetime(as_of), persona_users=people.size, counts=counts,
         elapsed_seconds=round(time.perf_counter() - began, 3), truth_path=truth_path,
@@ -158,8 +178,9 @@ def _save_settings(store: OrgStore, preset: str, seed: int, as_of: datetime, opt
                    people: Population, organization_id: str) -> None:
     settings = {
         "preset": preset, "seed": str(seed), "as_of": format_datetime(as_of), "history_days": str(HISTORY_DAYS),
-        "hybrid_share": repr(options.hybrid_share), "noise": repr(options.noise),
+        "hybrid_share": repr(options.effective_hybrid_share), "noise": repr(options.noise),
         "integration_user_id": people.integration_user_id, "organization_id": organization_id,
+        "world": options.world.name, "world_settings": options.world.to_settings(),
     }
     with store.transaction():
         for key, value in settings.items():

@@ -9,6 +9,7 @@ known (LastLoginDate).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,10 +20,13 @@ from sandbox.generate.timing import DAY_MS, Window, working_times
 from sandbox.generate.writing import issue_ids
 from sandbox.store import OrgStore
 
+if TYPE_CHECKING:
+    from sandbox.generate.worlds import World
+
 INTEGRATION_USERNAME = "integration@persona-sync.sandbox"
 NEW_HIRE_SHARE = 0.08
 INACTIVE_SHARE = 0.06
-SILENT_SHARE = 0.05
+# How many users are silent is a habit of the world (World.silent_share); how silent they are is not.
 SILENT_FACTOR = 0.1
 # Per-user rate noise (lognormal sigma, before scaling by GenerationOptions.noise): one factor for how
 # busy the person is overall, one per activity kind for personal habits.
@@ -122,15 +126,20 @@ class Population:
 
 
 def plan_population(store: OrgStore, streams: RandomStreams, n_users: int, window: Window,
-                    hybrid_share: float, noise: float) -> Population:
-    """Decides who every persona user is and how they behave; allocates their ids (integration user first)."""
+                    hybrid_share: float, noise: float, world: World) -> Population:
+    """Decides who every persona user is and how they behave; allocates their ids (integration user first).
+
+    The world gives the persona mix, the silent share and the factor on each rate; `hybrid_share` is
+    the one the generation uses (the world's or the options').
+    """
     rng = streams.stream("population")
     ids = issue_ids(store, "005", n_users + 1)
-    persona = assign_personas(rng, n_users)
+    persona = assign_personas(rng, n_users, np.array(world.persona_weights))
     secondary, mix = choose_hybrids(rng, persona, hybrid_share)
-    silent = _exact_share(rng, n_users, SILENT_SHARE)
+    silent = _exact_share(rng, n_users, world.silent_share)
     created, start, end, active, new_hire = plan_lifecycles(rng, n_users, window)
     rates, shares = personal_rates(rng, persona, secondary, mix, silent, noise)
+    rates = rates * world.rate_scales()  # x1.0 in the default world: the same numbers exactly
     zone = rng.choice(len(V.USER_ZONES), size=n_users, p=np.array(V.USER_ZONE_WEIGHTS) / sum(V.USER_ZONE_WEIGHTS))
     first = np.array(V.FIRST_NAMES, dtype=object)[rng.integers(0, len(V.FIRST_NAMES), n_users)]
     last = np.array(V.LAST_NAMES, dtype=object)[rng.integers(0, len(V.LAST_NAMES), n_users)]
@@ -142,14 +151,16 @@ def plan_population(store: OrgStore, streams: RandomStreams, n_users: int, windo
     )
 
 
-def assign_personas(rng: np.random.Generator, n_users: int) -> np.ndarray:
-    """Each user's true persona: counts follow the persona weights, with a floor so every persona exists."""
-    weights = np.array([p.weight for p in P.PERSONAS])
+def assign_personas(rng: np.random.Generator, n_users: int, weights: np.ndarray) -> np.ndarray:
+    """Each user's true persona: counts follow `weights` (PERSONAS order), with a floor so every persona exists."""
     counts = np.maximum(np.round(weights / weights.sum() * n_users).astype(int), P.MIN_USERS_PER_PERSONA)
     if counts.sum() > n_users and n_users < P.MIN_USERS_PER_PERSONA * len(P.PERSONAS):
         raise ValueError(f"{n_users} users cannot hold {P.MIN_USERS_PER_PERSONA} of each of "
                          f"{len(P.PERSONAS)} personas")
     counts[np.argmax(weights)] += n_users - counts.sum()  # the largest group absorbs rounding
+    if counts.min() < P.MIN_USERS_PER_PERSONA:
+        raise ValueError(f"{n_users} users cannot hold {P.MIN_USERS_PER_PERSONA} of each persona with weights "
+                         f"{weights.round(3).tolist()}; use a larger preset")
     return rng.permutation(np.repeat(np.arange(len(P.PERSONAS)), counts))
 
 

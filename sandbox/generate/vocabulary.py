@@ -158,4 +158,11 @@ BROWSERS = ("Chrome 124", "Chrome 125", "Edge 124", "Firefox 126", "Safari 17")
 DESKTOP_PLATFORMS = ("Windows 10", "Windows 11", "Mac OSX")
 API_APPLICATIONS = ("Data Loader", "Workbench", "Marketing Cloud Connect", "Integration App", "N/A")
 API_TYPES = ("SOAP Partner", "REST", "REST", "SOAP Enterprise", "Bulk API")
+# Worlds that record logins otherwise (see `logins`): connected apps (neither a browser nor a Salesforce
+# mobile app), other names of the mobile app, and platforms that alone say a login came from a phone.
+CONNECTED_APPS = ("Data Loader", "Workbench", "MuleSoft Anypoint", "Marketing Cloud Connect", "Integration App",
+                  "Jitterbit Harmony", "Zapier")
+GENERIC_MOBILE_APPLICATIONS = ("Salesforce Mobile", "Salesforce1")
+IOS_PLATFORMS = ("iOS/iPhone", "iOS/iPad")
+ANDROID_PLATFORMS = ("Android 14", "Android 13")
 LOGIN_FAILURES = ("Invalid Password", "Invalid Password", "Invalid Password", "Failed: Computer activation required")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
@@ -215,6 +216,96 @@ def run(
     truth = settings.sandbox_data_dir / "truth" / "truth.csv"
     if not settings.org_configured and truth.exists():
         _print_evaluation(settings, summary.run_id, truth, None)
+
+
+@app.command()
+def backfill(
+    start: Annotated[datetime, typer.Argument(formats=["%Y-%m-%d"], help="The first date (YYYY-MM-DD, UTC).")],
+    end: Annotated[datetime, typer.Argument(formats=["%Y-%m-%d"], help="The last date (YYYY-MM-DD), included.")],
+    step_days: Annotated[int, typer.Option(help="Days between two as-ofs.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Recompute the dates a backfill did already (else skipped).")] = False,
+    push_latest: Annotated[bool, typer.Option(help="Push the last date's personas to the org's User records and "
+                                                   "the community table, when no newer as-of is stored.")] = False,
+    concurrency: Annotated[int, typer.Option(help="Dates whose features are computed at once (1-8).")] = 2,
+    force: Annotated[Optional[list[str]], typer.Option("--force", metavar="GUARDRAIL", help="A guardrail the dates "
+                                                       "may exceed (repeatable); needs --reason.")] = None,
+    reason: Annotated[Optional[str], typer.Option(help="Why the forced guardrails may be exceeded.")] = None,
+) -> None:
+    """Compute personas as of every date from START to END (midnight UTC) from what is staged, as the
+    `backfill` Prefect flow: each date checked, stored, and threaded into the persona history. Nothing is
+    pulled; nothing is written to Salesforce or the community table unless --push-latest.
+
+    Dates done by an earlier backfill are skipped (resume after an interruption by running it again); a
+    range reaching before the staged history is refused with the first date that can be computed. Exit
+    code 1 when a date fails its checks (the dates after it are not computed).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks.backfill import as_ofs
+
+    settings = load_settings()
+    try:
+        dates = as_ofs(start.date(), end.date(), step_days, datetime.now(timezone.utc))
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    try:
+        with _org(settings) if push_latest else nullcontext(settings) as resolved, exported(resolved, settings), \
+                progress, _LedgerProgress(resolved, dates, progress):
+            _use_local_prefect_unless_configured(resolved)
+            from flows.backfill import backfill as backfill_flow
+
+            rows = backfill_flow(start=start.date(), end=end.date(), step_days=step_days, overwrite=overwrite,
+                                 push_latest=push_latest, concurrency=concurrency, force=force or [],
+                                 force_reason=reason)
+    except ValidationFailed as failed:
+        console.print(f"[red]{failed}[/red]", highlight=False)
+        raise typer.Exit(1) from failed
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    table = Table(title=f"Backfill {start:%Y-%m-%d} to {end:%Y-%m-%d}")
+    for column in ("date", "status", "run", "users", "changed since the date before", "largest personas"):
+        table.add_column(column, justify="right" if column in ("users", "changed since the date before") else "left")
+    for row in rows:
+        table.add_row(*(str(row[column]) for column in ("date", "status", "run", "users",
+                                                        "changed since the date before", "largest personas")))
+    console.print(table)
+
+
+class _LedgerProgress:
+    """A progress bar of a backfill's dates, read from the run ledger once a second (the flow runs in this
+    process; the ledger is where its dates are recorded as done)."""
+
+    def __init__(self, settings: Settings, dates: list[datetime], progress) -> None:
+        import threading
+
+        self._keys = [f"backfill:{as_of:%Y-%m-%d}" for as_of in dates]
+        self._settings = settings
+        self._progress = progress
+        self._bar = progress.add_task(f"backfill, {len(dates)} date(s)", total=len(dates))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="backfill-progress")
+
+    def __enter__(self) -> "_LedgerProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self._update()
+
+    def _update(self) -> None:
+        try:
+            done = len(_state(self._settings).runs_by_key("backfill", self._keys))
+        except Exception:  # a progress bar must never stop the backfill
+            return
+        self._progress.update(self._bar, completed=done)
 
 
 @app.command()

@@ -164,3 +164,13 @@ def test_run_uses_a_configured_prefect_api_and_only_else_a_local_one(tmp_path: P
     environment["PREFECT_API_URL"] = "http://prefect.internal:4200/api"
     _use_local_prefect_unless_configured(settings)
     assert "PREFECT_HOME" not in environment
+
+
+def test_backfill_refuses_a_range_it_cannot_compute_before_starting_anything(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    result = runner.invoke(app, ["backfill", "2026-10-28", "2026-10-14"])
+    assert result.exit_code == 2 and "starts (2026-10-28) after it ends (2026-10-14)" in result.output
+    result = runner.invoke(app, ["backfill", "2026-10-14", "2026-10-28", "--step-days", "0"])
+    assert result.exit_code == 2 and "step_days must be a whole number of days >= 1" in result.output
+    assert not (tmp_path / "prefect").exists()  # refused before a Prefect API was started

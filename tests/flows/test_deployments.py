@@ -1,5 +1,5 @@
 """The deployments of prefect.yaml, as an operator runs them: a local Prefect server, `prefect deploy --all`,
-a run of the nightly-sync deployment picked up by a process worker, against a sandbox org; then the
+runs of the nightly-sync and backfill deployments picked up by a process worker, against a sandbox org; then the
 Prefect UI in a real headless browser, as a data engineer sees the runs."""
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ def test_prefect_yaml_declares_the_nightly_schedule() -> None:
     assert nightly["entrypoint"] == "flows/nightly_sync.py:nightly_sync"
     assert nightly["schedules"][0]["cron"] == "0 2 * * *"
     assert nightly["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
+    # Backfills have a deployment of their own, with no schedule: the nightly's limit never touches them.
+    [backfill] = [deployment for deployment in spec["deployments"] if deployment["name"] == "backfill"]
+    assert backfill["entrypoint"] == "flows/backfill.py:backfill" and not backfill.get("schedules")
+    assert backfill["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
 
 
 def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, str], fresh_sandbox: RunningSandbox,
@@ -102,6 +106,16 @@ def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, 
     done = sorted(run["name"] for run in flow_runs if run["state_type"] == "COMPLETED")
     assert done == ["nightly-sync-2026-11-01", tonight, tonight]
     assert {run["state_type"] for run in flow_runs} <= {"COMPLETED", "SCHEDULED"}
+
+    # A backfill of two days, started as from the UI's form, through the same worker.
+    _prefect(env, "deployment", "run", "backfill/backfill", "--param", "start=2026-10-27", "--param", "end=2026-10-28")
+    _prefect(env, "worker", "start", "--pool", "persona-sync", "--run-once")
+    backfilled = [run for run in state.runs(limit=10) if run.flow == "backfill"]
+    assert sorted(run.parameters["key"] for run in backfilled) == ["backfill:2026-10-27", "backfill:2026-10-28"]
+    assert {run.status for run in backfilled} == {"succeeded"}
+    flow_runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={}, timeout=10).json()
+    assert any(run["name"] == "backfill-2026-10-27-to-2026-10-28" and run["state_type"] == "COMPLETED"
+               for run in flow_runs)
     _check_the_ui(env["PREFECT_API_URL"].removesuffix("/api"),
                   next(run["id"] for run in flow_runs if run["name"] == "nightly-sync-2026-11-01"), tmp_path)
 
@@ -126,7 +140,8 @@ def _check_the_ui(ui: str, flow_run_id: str, output: Path) -> None:
     for task in ("pulled-changes", "staging-checks", "feature-checks", "assignment-checks", "pushed-to-salesforce"):
         assert f"{task}-" in task_runs, task
     artifacts = page("/artifacts", "--dump-dom")
-    for key in ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users"):
+    for key in ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users", "backfill-dates",
+                "backfill-progress"):
         assert key in artifacts, key
     page(f"/runs/flow-run/{flow_run_id}", f"--screenshot={output / 'prefect-ui-flow-run.png'}", "--window-size=1400,1000")
     assert (output / "prefect-ui-flow-run.png").stat().st_size > 10_000

@@ -79,5 +79,5 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
             every_check = [*staged.checks, *featured.checks, *assigned.checks]
             run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage, push,
                                          roles))
-    steps.run_summary(report, summary, every_check)
+    steps.run_summary(state_config, report, summary, every_check, push, roles, dry_run)
     return summary

@@ -201,9 +201,18 @@ def _assignments_of(summary: AssignmentSummary, state: StateConfig, dry_run: boo
 
 
 @task(name="run-summary", cache_policy=NO_CACHE)
-def run_summary(report: PullReport, summary: AssignmentSummary, checks: list[Check]) -> None:
-    """The run's summary, persona distribution and checks that did not simply pass, as artifacts."""
+def run_summary(state: StateConfig, report: PullReport, summary: AssignmentSummary, checks: list[Check],
+                push: PushReport | None = None, community: CommunityReport | None = None,
+                dry_run: bool = False) -> None:
+    """The run's summary (stages, API calls, personas before and after, biggest movements, checks, Data
+    Docs) and persona distribution, as artifacts."""
+    with StateStore.from_config(state) as store:
+        before = store.latest_assignments(before=summary.as_of)
+        run = store.run(summary.run_id)
+    after = _assignments_of(summary, state, dry_run)["persona"]
     create_table_artifact(key="persona-distribution", table=distribution_rows(summary),
                           description=f"Personas at {summary.as_of:%Y-%m-%d %H:%M} UTC, catalog "
                                       f"{summary.catalog_version}, run {summary.run_id}")
-    create_markdown_artifact(key="nightly-sync", markdown=summary_markdown(report, summary, checks))
+    create_markdown_artifact(key="nightly-sync", markdown=summary_markdown(
+        report, summary, checks, before=before["persona"] if len(before) else None, after=after, push=push,
+        community=community, api_calls=run.api_calls if run else None, data_docs=run.data_docs if run else None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -155,3 +155,47 @@ def test_a_run_is_rolled_back_except_what_changed_since(configured: Settings, fr
     assert len(rows) == 1 and "rolled_back" in rows[0] and "nightly_sync" in rows[0] and "written" in rows[0]
     # The refused second rollback is a failed run of its own, with why.
     assert f"failed: run {run.run_id} was rolled back already" in shown.output
+
+
+def test_a_second_night_after_changes_moves_and_writes_only_what_changed(configured: Settings,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("PERSONA_SYNC_STABILITY_MARGIN", "0")  # a clear new winner is enough to move
+
+    from connectors.salesforce import connect
+
+    night = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    fields = "SELECT Id, Persona__c, Persona_Score__c, Persona_Confidence__c, Persona_Reason__c FROM User " \
+             "WHERE IsActive = true ORDER BY Id"
+    first = nightly_sync(as_of=night)
+    sf = connect(configured.salesforce())
+    before = {row["Id"]: row for row in sf.query_all(fields)["records"]}
+    state = StateStore.from_config(configured.state())
+    stored = state.assignments(first.run_id)["persona"]
+    # Between the nights, a team leader's team moves to a case solver, who now leads it.
+    leader = stored[stored == "Team Leader"].index[0]
+    solver = stored[stored == "Case Solver"].index[0]
+    team = sf.query_all(f"SELECT Id FROM User WHERE ManagerId = '{leader}' AND IsActive = true")["records"]
+    assert len(team) >= 3
+    for member in team:
+        sf.User.update(member["Id"], {"ManagerId": solver})
+
+    second = nightly_sync(as_of=night + timedelta(hours=1))
+    after = {row["Id"]: row for row in sf.query_all(fields)["records"]}
+    changed_in_org = {user for user in after if after[user] != before[user]}
+    pushed = state.run(second.run_id).counts["push"]
+    assert pushed["written"] == len(changed_in_org) and pushed["failed"] == {}
+    assert {leader, solver} & changed_in_org
+    # The summary shows the night's personas before and after, and every movement the org saw.
+    from collections import Counter
+
+    moves = Counter((before[user]["Persona__c"], after[user]["Persona__c"]) for user in changed_in_org
+                    if before[user]["Persona__c"] != after[user]["Persona__c"])
+    assert moves  # the leader without a team, the new leader, or both
+    with get_client(sync_client=True) as client:
+        summaries = [artifact for artifact in client.read_artifacts() if artifact.key == "nightly-sync"]
+    text = max(summaries, key=lambda artifact: artifact.created).data
+    assert second.run_id in text and "## Personas before and after" in text and "API calls" in text
+    for (was, now), users in moves.items():
+        assert f"| {was} | {now} | {users:,} |" in text

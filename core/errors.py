@@ -14,13 +14,17 @@ class ConfigurationError(PersonaSyncError):
 class SalesforceError(PersonaSyncError):
     """A Salesforce call failed for good (after retries): names the org, the object and the call."""
 
-    def __init__(self, message: str, *, org: str = "", sobject: str = "", call: str = "") -> None:
+    def __init__(self, message: str, *, org: str = "", sobject: str = "", call: str = "",
+                 transient: bool = False) -> None:
         where = ", ".join(part for part in (f"org {org}" if org else "", f"object {sobject}" if sobject else "",
                                             f"call {call}" if call else "") if part)
         super().__init__(f"{message} ({where})" if where else message)
         self.org = org
         self.sobject = sobject
         self.call = call
+        # The org could not be reached or failed on its side: the same work may succeed in a while (a
+        # flow's task retries), unlike a refused credential, a missing field or an exhausted API limit.
+        self.transient = transient
 
 
 class SalesforceAuthError(SalesforceError):

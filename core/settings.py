@@ -76,6 +76,12 @@ class Settings(BaseSettings):
                                            "errors, 5xx, REQUEST_LIMIT_EXCEEDED) before giving up.")
     salesforce_retry_initial_seconds: float = Field(1.0, description="First wait between attempts; it doubles.")
     salesforce_retry_max_seconds: float = Field(60.0, description="Longest wait between attempts.")
+    task_retries: int = Field(2, ge=0, le=10, description="Times a flow retries a stage that talks to the org or a "
+                              "database (pull, push, community roles) after it failed for a transient reason "
+                              "(the org unreachable or failing on its side), once every call's own retries are "
+                              "spent. Other failures are not retried.")
+    task_retry_delay_seconds: float = Field(60.0, ge=0, description="Wait before a stage's first retry; it doubles "
+                                            "for each next one.")
     salesforce_bulk_poll_seconds: float = Field(
         0.5, description="Wait between polls of a Bulk API 2.0 job (the local sandbox answers a poll when the "
         "job is done, so it uses 0).")

@@ -99,9 +99,11 @@ def backfill(start: date, end: date, step_days: int = 1, overwrite: bool = False
                                        "checks": {status: [c.name for c in assigned.checks if c.status == status]
                                                   for status in ("warned", "forced")}})
                     if push_latest and as_of == plan.dates[-1]:
-                        pushed = steps.pushed(org, state_config, settings.push(), personas, summary, False)
-                        roles = steps.community_roles(settings.community(), staging, state_config, personas,
-                                                      summary, False)
+                        retries = (settings.task_retries, settings.task_retry_delay_seconds)
+                        pushed = steps.retried(steps.pushed, *retries)(org, state_config, settings.push(), personas,
+                                                                       summary, False)
+                        roles = steps.retried(steps.community_roles, *retries)(
+                            settings.community(), staging, state_config, personas, summary, False)
                         run.counts.update({**(pushed.counts() if pushed else {}), **(roles.counts() if roles else {})})
                 outcomes[as_of] = DateOutcome(as_of, "computed", run.id, summary.users, changed,
                                               top_personas(summary.distribution))

@@ -66,7 +66,10 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
             return None
         with state.recorded_run("nightly_sync", parameters) as run:
             get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
-            report = steps.pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
+            pull_changes, pushed, community_roles = (
+                steps.retried(stage, settings.task_retries, settings.task_retry_delay_seconds)
+                for stage in (steps.pull_changes, steps.pushed, steps.community_roles))
+            report = pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
             staged = steps.staging_checks(staging, state_config, checks, personas, settings.pull(), run.id)
             features_file = steps.features(personas, staging, as_of)
             featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
@@ -74,8 +77,8 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
             assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
             if not dry_run:
                 steps.stored_assignments(state_config, summary)
-            push = steps.pushed(org, state_config, settings.push(), personas, summary, dry_run)
-            roles = steps.community_roles(settings.community(), staging, state_config, personas, summary, dry_run)
+            push = pushed(org, state_config, settings.push(), personas, summary, dry_run)
+            roles = community_roles(settings.community(), staging, state_config, personas, summary, dry_run)
             every_check = [*staged.checks, *featured.checks, *assigned.checks]
             run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage, push,
                                          roles))

@@ -12,9 +12,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from connectors.salesforce.streams import STREAMS
 from connectors.state import StateStore
@@ -31,6 +32,27 @@ from tasks.pull import PullReport, run_pull
 from tasks.rollback import rollback
 from tasks.push import PushReport, run_push
 from tasks.reporting import distribution_rows, push_markdown, summary_markdown
+
+
+def transient_only(_task: object, _task_run: object, state: State) -> bool:
+    """Prefect's retry condition for the stages that talk to the org: retry only what may succeed in a
+    while (the org unreachable or failing on its side, see SalesforceError.transient), never a refused
+    credential, a failed check or a bug."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as raised:  # noqa: BLE001 - the failure being judged
+            error = raised
+    return bool(getattr(error, "transient", False))
+
+
+def retried(stage: Task, retries: int, first_delay_seconds: float) -> Task:
+    """`stage` with Prefect retries on transient failures, waiting `first_delay_seconds`, then twice as
+    long each time. Safe for the network stages: a pull resumes from its watermarks, a push diffs with
+    what the org holds, community grants settle against the table."""
+    delays = [first_delay_seconds * 2 ** attempt for attempt in range(retries)]
+    return stage.with_options(retries=retries, retry_delay_seconds=delays or 0, retry_condition_fn=transient_only)
 
 
 @task(name="pulled-changes", cache_policy=NO_CACHE)

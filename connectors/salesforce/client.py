@@ -452,7 +452,9 @@ class SalesforceClient:
                        "aggregates, GROUP BY, OFFSET or subqueries)")
         else:
             message = f"the call failed{tries} ({reason})"
-        return SalesforceError(message, org=self._org, sobject=sobject, call=call)
+        transient = isinstance(error, _TRANSIENT_TRANSPORT_ERRORS) or (
+            isinstance(error, SalesforceGeneralError) and error.status >= 500)
+        return SalesforceError(message, org=self._org, sobject=sobject, call=call, transient=transient)
 
 
 def _is_transient(error: BaseException) -> bool:

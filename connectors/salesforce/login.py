@@ -91,7 +91,7 @@ def login(config: SalesforceConfig, http: requests.Session) -> OrgSession:
     except requests.exceptions.ConnectionError as error:
         raise SalesforceAuthError(
             f"cannot reach {token_url}: is the org (or `persona-sync sandbox start`) running, and is "
-            "PERSONA_SYNC_SALESFORCE_LOGIN_URL right?", call="oauth2/token") from error
+            "PERSONA_SYNC_SALESFORCE_LOGIN_URL right?", call="oauth2/token", transient=True) from error
     if response.status_code != 200:
         try:
             detail = response.json()

@@ -56,11 +56,35 @@ def test_the_same_as_of_gives_the_same_assignments(configured: Settings) -> None
 
 
 def test_a_failing_run_is_marked_failed_in_the_ledger(configured: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
     monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_LOGIN_URL", "https://localhost:9")
+    monkeypatch.setenv("PERSONA_SYNC_TASK_RETRIES", "1")
+    monkeypatch.setenv("PERSONA_SYNC_TASK_RETRY_DELAY_SECONDS", "0")
     with pytest.raises(Exception, match="cannot reach https://localhost:9"):
         nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
     run = StateStore.from_config(configured.state()).runs(limit=1)[0]
     assert run.flow == "nightly_sync" and run.status == "failed" and "localhost:9" in run.error
+    # An unreachable org is transient: the pull was tried again once before the run failed.
+    with get_client(sync_client=True) as client:
+        [pull] = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="pulled-changes")),
+                                       sort="EXPECTED_START_TIME_DESC", limit=1)
+    assert pull.run_count == 2 and pull.state.is_failed()
+
+
+def test_a_refused_credential_is_not_retried(configured: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CLIENT_SECRET", "not-the-secret")
+    monkeypatch.setenv("PERSONA_SYNC_TASK_RETRY_DELAY_SECONDS", "0")
+    with pytest.raises(Exception, match="invalid_client"):
+        nightly_sync(as_of=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    with get_client(sync_client=True) as client:
+        [pull] = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="pulled-changes")),
+                                       sort="EXPECTED_START_TIME_DESC", limit=1)
+    assert pull.run_count == 1 and pull.state.is_failed()
 
 
 def test_a_flow_with_no_org_configured_fails_and_touches_nothing(tmp_path: Path,

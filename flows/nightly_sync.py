@@ -13,7 +13,7 @@ the `persona-sync` command does that, for a first try on a laptop.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
@@ -21,9 +21,15 @@ from prefect.runtime import deployment, flow_run
 from connectors.state import StateStore
 from core.settings import load_settings
 from tasks import steps
-from tasks.personas import AssignmentSummary
+from expectations.checks import Check
+from tasks.personas import AssignmentSummary, reused_assignments
 from tasks.reporting import run_counts
 from tasks.validation import check_forcing
+
+
+def tonight() -> datetime:
+    """The as-of of tonight's sync: today at 00:00 UTC."""
+    return datetime.combine(datetime.now(timezone.utc).date(), time(), timezone.utc)
 
 
 def _run_name() -> str:
@@ -35,8 +41,13 @@ def _run_name() -> str:
 @flow(name="nightly_sync", flow_run_name=_run_name)
 def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, force: list[str] | None = None,
                  force_reason: str | None = None, dry_run: bool = False) -> AssignmentSummary | None:
-    """Pull the org, compute features up to `as_of` (default: now), assign personas, and store them once
-    every check passed.
+    """Pull the org, compute features up to `as_of`, assign personas, and store them once every check
+    passed.
+
+    `as_of` defaults to the night being synced: today at 00:00 UTC. Every run of a day then decides the
+    same personas from the same activity (a rerun writes nothing unless the org changed), and a night
+    lines up with a backfill's dates, which are midnights too. Activity after midnight counts the next
+    night.
 
     `force`: guardrails (persona_changes, assigned_share, distribution_drift, persona_loss) this run may
     exceed, with `force_reason` saying why; both go into the ledger. Data-quality checks cannot be forced.
@@ -49,7 +60,7 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
     succeeded (a duplicate scheduled run, as happen after redeploys), it does nothing and returns None.
     """
     night = f"{datetime.now(timezone.utc):%Y-%m-%d}" if as_of is None and deployment.id else None
-    as_of = (as_of or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    as_of = (as_of or tonight()).astimezone(timezone.utc)
     forced = sorted(set(force or []))
     check_forcing(forced, force_reason)
     settings = load_settings()
@@ -70,17 +81,33 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
                 steps.retried(stage, settings.task_retries, settings.task_retry_delay_seconds)
                 for stage in (steps.pull_changes, steps.pushed, steps.community_roles))
             report = pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
-            staged = steps.staging_checks(staging, state_config, checks, personas, settings.pull(), run.id)
-            features_file = steps.features(personas, staging, as_of)
-            featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
-            summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
-            assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
-            if not dry_run:
-                steps.stored_assignments(state_config, summary)
+            limits = parameters["limits"]
+            fingerprint, stored_by = steps.unchanged_inputs(staging, state_config, personas, limits, settings.push(),
+                                                            as_of, forced)
+            if stored_by is not None:  # nothing the personas depend on changed: that run's decisions stand
+                summary = reused_assignments(personas, state_config, run.id, stored_by, as_of)
+                every_check: list[Check] = []
+                staged_rows, coverage = _staged_counts_of(state, stored_by)
+            else:
+                staged = steps.staging_checks(staging, state_config, checks, personas, settings.pull(), run.id)
+                features_file = steps.features(personas, staging, as_of)
+                featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
+                summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
+                assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
+                if not dry_run:
+                    steps.stored_assignments(state_config, summary)
+                every_check = [*staged.checks, *featured.checks, *assigned.checks]
+                staged_rows, coverage = staged.staged_rows, staged.coverage
             push = pushed(org, state_config, settings.push(), personas, summary, dry_run)
             roles = community_roles(settings.community(), staging, state_config, personas, summary, dry_run)
-            every_check = [*staged.checks, *featured.checks, *assigned.checks]
-            run.counts.update(run_counts(report, summary, every_check, staged.staged_rows, staged.coverage, push,
-                                         roles))
+            run.counts.update(run_counts(report, summary, every_check, staged_rows, coverage, push, roles))
+            run.counts.update({"inputs": fingerprint, **({"reused_from": stored_by} if stored_by else {})})
     steps.run_summary(state_config, report, summary, every_check, push, roles, dry_run)
     return summary
+
+
+def _staged_counts_of(state: StateStore, run_id: str) -> tuple[dict[str, int], dict[str, float]]:
+    """The staged rows and field coverage run `run_id` recorded (a run reusing its decisions keeps them, so
+    the next run's row-collapse check still has a baseline)."""
+    counts = (state.run(run_id).counts or {}) if state.run(run_id) else {}
+    return counts.get("staged_rows") or {}, counts.get("coverage") or {}

@@ -168,7 +168,8 @@ def catalog_check(path: Annotated[Path, typer.Argument(help="The catalog YAML fi
 @app.command()
 def run(
     as_of: Annotated[Optional[datetime], typer.Option(
-        help="Compute personas as of this moment (UTC); activity after it is ignored. [default: now]")] = None,
+        help="Compute personas as of this moment (UTC); activity after it is ignored. [default: today 00:00 UTC, "
+             "the night being synced]")] = None,
     full_refresh: Annotated[bool, typer.Option(help="Pull the whole history window again.")] = False,
     force: Annotated[Optional[list[str]], typer.Option(
         "--force", metavar="GUARDRAIL", help="Let this run exceed a guardrail (persona_changes, assigned_share, "
@@ -311,7 +312,8 @@ class _LedgerProgress:
 @app.command()
 def validate(
     as_of: Annotated[Optional[datetime], typer.Option(
-        help="Check the features and assignments a run at this moment (UTC) would decide. [default: now]")] = None,
+        help="Check the features and assignments a run at this moment (UTC) would decide. [default: today 00:00 "
+             "UTC, as a run]")] = None,
 ) -> None:
     """Run every check and guardrail on what is staged now, and on the features and assignments a run
     would decide from it, without writing to the state database, Salesforce or any SQL target.
@@ -323,7 +325,8 @@ def validate(
     from tasks.validation import validate_now
 
     settings = load_settings()
-    moment = (as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else datetime.now(timezone.utc))
+    moment = as_of.replace(tzinfo=as_of.tzinfo or timezone.utc) if as_of else datetime.combine(
+        datetime.now(timezone.utc).date(), datetime.min.time(), timezone.utc)
     try:
         checks, index = validate_now(settings.staging(), settings.state(), settings.validation(),
                                      settings.personas(), list(STREAMS), moment,

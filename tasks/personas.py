@@ -36,6 +36,9 @@ class AssignmentSummary:
     features_path: Path
     # The assignments themselves (index user Id), kept here until validation lets them be stored.
     assignments_path: Path
+    # Set when the run reuses another run's assignments (its inputs were unchanged, tasks/reuse.py): the
+    # run that stored them.
+    stored_run_id: str | None = None
 
 
 def catalog_for(config: PersonasConfig) -> Catalog:
@@ -86,6 +89,17 @@ def assign_candidates(config: PersonasConfig, state_config: StateConfig, feature
     log.info("assign: %d users, catalog %s: %s", len(assignments), catalog.version, distribution)
     return AssignmentSummary(run_id, as_of, catalog.version, len(assignments),
                              {str(key): int(value) for key, value in distribution.items()}, features_file, path)
+
+
+def reused_assignments(config: PersonasConfig, state_config: StateConfig, run_id: str, stored_run_id: str,
+                       as_of: datetime) -> AssignmentSummary:
+    """The summary of a run that reuses the assignments run `stored_run_id` stored (same inputs)."""
+    with StateStore.from_config(state_config) as state:
+        stored = state.assignments(stored_run_id)
+    distribution = stored["persona"].value_counts().sort_index().to_dict()
+    return AssignmentSummary(run_id, as_of, str(stored["catalog_version"].iloc[0]) if len(stored) else "", len(stored),
+                             {str(key): int(value) for key, value in distribution.items()},
+                             features_path(config, as_of), candidates_path(config, run_id), stored_run_id)
 
 
 def store_assignments(state_config: StateConfig, summary: AssignmentSummary) -> int:

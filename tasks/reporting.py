@@ -61,6 +61,8 @@ def summary_markdown(report: PullReport, summary: AssignmentSummary, checks: lis
     lines = [f"# Nightly sync {summary.run_id}", "",
              f"As-of **{summary.as_of:%Y-%m-%d %H:%M} UTC**, catalog **{summary.catalog_version}**"
              + (f", **{api_calls:,} API calls** spent." if api_calls is not None else "."), "",
+             *([f"Nothing the personas depend on changed since run {summary.stored_run_id}: its checks, features "
+                "and assignments stand; only the push ran.", ""] if summary.stored_run_id else []),
              "| stage | result |", "|---|---|",
              f"| pull | {report.rows:,} rows ({report.quarantined:,} quarantined, {report.held:,} waiting for their "
              f"user), {report.api_calls:,} API calls |"]

@@ -29,6 +29,7 @@ from tasks.community import CommunityReport, run_community_push
 from tasks.personas import (AssignmentSummary, assign_candidates, catalog_for, compute_and_store_features,
                             store_assignments)
 from tasks.pull import PullReport, run_pull
+from tasks.reuse import inputs_fingerprint, reusable_run
 from tasks.rollback import rollback
 from tasks.push import PushReport, run_push
 from tasks.reporting import distribution_rows, push_markdown, summary_markdown
@@ -63,6 +64,19 @@ def pull_changes(org: SalesforceConfig, state: StateConfig, staging: StagingConf
     get_run_logger().info("pulled %s rows (%s quarantined, %s waiting for their user) with %s API calls",
                           f"{report.rows:,}", f"{report.quarantined:,}", f"{report.held:,}", f"{report.api_calls:,}")
     return report
+
+
+@task(name="unchanged-inputs", cache_policy=NO_CACHE)
+def unchanged_inputs(staging: StagingConfig, state: StateConfig, personas: PersonasConfig, limits: dict[str, object],
+                     push: PushConfig, as_of: datetime, forced: list[str]) -> tuple[str, str | None]:
+    """The fingerprint of the run's inputs, and the last good run decided from the same ones (None: none),
+    whose checks, features and assignments then stand (tasks/reuse.py)."""
+    fingerprint = inputs_fingerprint(staging, list(STREAMS), personas, limits, push, as_of, forced)
+    stored = reusable_run(state, fingerprint)
+    if stored:
+        get_run_logger().info("nothing the personas depend on changed since run %s: its checks, features and "
+                              "assignments stand; only the push runs", stored)
+    return fingerprint, stored
 
 
 @task(name="features", cache_policy=NO_CACHE)
@@ -216,10 +230,10 @@ def _in_the_past(summary: AssignmentSummary, state: StateConfig) -> bool:
 
 def _assignments_of(summary: AssignmentSummary, state: StateConfig, dry_run: bool) -> pd.DataFrame:
     """The run's assignments: stored (a real run), or still the candidates (a dry run stores none)."""
-    if dry_run:
+    if dry_run and summary.stored_run_id is None:
         return pd.read_parquet(summary.assignments_path)
     with StateStore.from_config(state) as store:
-        return store.assignments(summary.run_id)
+        return store.assignments(summary.stored_run_id or summary.run_id)
 
 
 @task(name="run-summary", cache_policy=NO_CACHE)

@@ -235,6 +235,14 @@ class Staging:
             return None
         return set.intersection(*(set(schema.names) for schema in schemas))
 
+    def version(self, sobject: str) -> int:
+        """A number that changes whenever the object's staged rows may have: the sequence number of its newest
+        file that counts (0: nothing staged). Files are immutable and numbered upwards, so a pull that
+        staged nothing leaves it as it was; a compaction moves it although the rows stay the same."""
+        files = snapshot(self._directory(sobject))
+        counting = [*files.row_files, *files.tombstones]
+        return max((staged.seq for staged in counting), default=0)
+
     def objects(self) -> list[str]:
         """The objects with something staged, by name."""
         if not self.root.is_dir():

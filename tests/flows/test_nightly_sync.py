@@ -129,10 +129,19 @@ def test_a_nightly_run_pushes_once_and_a_rerun_writes_nothing(configured: Settin
 
     second = nightly_sync(as_of=as_of)
     assert state.run(second.run_id).counts["push"]["written"] == 0 and state.sync_log(second.run_id) == []
+    # Nothing the personas depend on changed (the push's own User fields aside): the first run's checks,
+    # features and assignments stand; the rerun only pulled and compared.
+    assert state.run(second.run_id).counts["reused_from"] == first.run_id
+    assert state.checks(second.run_id) == [] and state.assignments(second.run_id).empty
     user = next(iter(in_org))
     shown = CliRunner().invoke(app, ["history", user])
     assert shown.exit_code == 0 and in_org[user] in shown.output and first.run_id[:8] in shown.output
     assert len(state.history(user)) == 1  # the rerun added no history row
+    # Once the org's activity changes, the same as-of is decided again.
+    case = sf.query("SELECT Id FROM Case WHERE IsClosed = true LIMIT 1")["records"][0]["Id"]
+    sf.Case.update(case, {"OwnerId": user})
+    third = nightly_sync(as_of=as_of)
+    assert "reused_from" not in state.run(third.run_id).counts and len(state.checks(third.run_id)) > 100
 
 
 def test_a_run_is_rolled_back_except_what_changed_since(configured: Settings, fresh_sandbox: RunningSandbox,

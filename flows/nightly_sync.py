@@ -4,7 +4,12 @@ community roles), as one Prefect flow and one run in the ledger.
 It reads top to bottom like a recipe: each step is a task of `tasks/steps.py`, itself a thin wrapper
 over a stage function in `tasks/`. A failed check (tasks/validation.py) stops the run before anything
 is written: the assignments (and the persona history) are stored only after every check passed, and
-the push to the org's User records and the community role table come after them.
+the push to the org's User records and the community role table come after them. The staging checks run
+beside the features and assignments (they do not depend on each other); the feature and assignment
+checks wait for them.
+
+When nothing the personas depend on changed since the last good run (tasks/reuse.py: a rerun of a
+night), that run's checks, features and assignments stand and only the push runs.
 
 Settings come from PERSONA_SYNC_* variables (core/settings.py). The org must be configured: with none,
 the flow fails at once and says what to set. It never falls back to the local synthetic sandbox; only
@@ -89,10 +94,14 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
                 every_check: list[Check] = []
                 staged_rows, coverage = _staged_counts_of(state, stored_by)
             else:
-                staged = steps.staging_checks(staging, state_config, checks, personas, settings.pull(), run.id)
+                # The staging checks run while the features and assignments are computed (two cores, and
+                # neither waits for the other); every check has passed before anything is stored.
+                staging_checked = steps.staging_checks.submit(staging, state_config, checks, personas, settings.pull(),
+                                                              run.id)
                 features_file = steps.features(personas, staging, as_of)
-                featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
                 summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
+                staged = staging_checked.result()
+                featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
                 assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
                 if not dry_run:
                     steps.stored_assignments(state_config, summary)

@@ -196,7 +196,9 @@ class _StreamPull:
         self.schema = extract.stream_schema(self.client, self.stream)
         refreshing = self.full_refresh or self._needs_full_pull()
         watermark = None if refreshing else self.stored
-        history_start = self.stored.history_start if self.stored else self.now - timedelta(days=self.config.history_days)
+        # In whole seconds, as the query asks (SOQL datetimes have no fractions).
+        history_start = self.stored.history_start if self.stored else (
+            self.now - timedelta(days=self.config.history_days)).replace(microsecond=0)
         since = self._since(watermark, history_start)
         expected = extract.count(self.client, self.stream, since=since)
         transfer: Transfer = self.config.mode if self.config.mode != "auto" else (

@@ -139,9 +139,10 @@ def _row_expects(stream: Stream, scan: _ObjectScan, watermarks: dict[str, Waterm
     """The row checks of one object. The pulled window: from the watermark's history start (the whole
     history for reference data) to when the watermark was last set, plus the clock skew allowed between
     the org and us (rows read by Id, such as those a reconciliation recovers, may be newer than the
-    watermark itself, never newer than the pull)."""
+    watermark itself, never newer than the pull). The start is the whole second the pull asked from (SOQL
+    datetimes have no fractions): a row stamped within that second, before the recorded instant, belongs."""
     watermark = watermarks[stream.sobject]
-    cursor_from = None if stream.full_history or watermark is None else watermark.history_start
+    cursor_from = None if stream.full_history or watermark is None else watermark.history_start.replace(microsecond=0)
     cursor_to = None if watermark is None else max(watermark.value, watermark.updated_at) + CLOCK_SKEW
     return suites.staged_rows(
         stream.sobject, stream.key_prefix, user_field=stream.user_field if scan.has(stream.user_field) else None,

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.configs import (
@@ -76,6 +76,11 @@ class Settings(BaseSettings):
                                            "errors, 5xx, REQUEST_LIMIT_EXCEEDED) before giving up.")
     salesforce_retry_initial_seconds: float = Field(1.0, description="First wait between attempts; it doubles.")
     salesforce_retry_max_seconds: float = Field(60.0, description="Longest wait between attempts.")
+    secret_blocks: dict[str, str] = Field(default_factory=dict, description="Secret settings a flow reads from "
+                                          "Prefect Secret blocks instead of the environment, as JSON {setting: block "
+                                          "name}, e.g. {\"salesforce_client_secret\": \"sf-client-secret\", "
+                                          "\"state_database_url\": \"persona-sync-state-db\"}. Only secret "
+                                          "settings may be named.")
     task_retries: int = Field(2, ge=0, le=10, description="Times a flow retries a stage that talks to the org or a "
                               "database (pull, push, community roles) after it failed for a transient reason "
                               "(the org unreachable or failing on its side), once every call's own retries are "
@@ -273,6 +278,16 @@ class Settings(BaseSettings):
             data_docs_dir=self.home / "data-docs", data_docs_keep=self.data_docs_keep,
             max_row_drop=self.validate_max_row_drop, max_quarantined_share=self.validate_max_quarantined_share,
             persona_loss_min_users=self.guard_persona_loss_min_users, **limits)
+
+    @field_validator("secret_blocks")
+    @classmethod
+    def _only_secrets_from_blocks(cls, blocks: dict[str, str]) -> dict[str, str]:
+        secret = {name for name, info in cls.model_fields.items() if "SecretStr" in str(info.annotation)}
+        wrong = sorted(set(blocks) - secret)
+        if wrong:
+            raise ValueError(f"PERSONA_SYNC_SECRET_BLOCKS names {', '.join(wrong)}, which are not secret settings; "
+                             f"it may name: {', '.join(sorted(secret))}")
+        return blocks
 
     def updated(self, **changes: object) -> "Settings":
         """These settings with `changes`, validated like the rest (a plain string becomes a secret)."""

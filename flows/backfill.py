@@ -29,7 +29,7 @@ from prefect.runtime import flow_run
 from connectors.salesforce.streams import STREAMS
 from connectors.state import StateStore
 from core.errors import BackfillError
-from core.settings import load_settings
+from flows.settings import flow_settings
 from tasks import steps
 from tasks.backfill import (FLOW, MAX_CONCURRENCY, BackfillPlan, DateOutcome, already_done, backfill_markdown,
                             changed_since_previous, date_key, plan_backfill, top_personas)
@@ -59,7 +59,7 @@ def backfill(start: date, end: date, step_days: int = 1, overwrite: bool = False
         raise BackfillError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency!r}")
     forced = sorted(set(force or []))
     check_forcing(forced, force_reason)
-    settings = load_settings()
+    settings = flow_settings()
     state_config, staging, personas, checks = (settings.state(), settings.staging(), settings.personas(),
                                                settings.validation())
     org = settings.salesforce() if push_latest else None  # only a push needs the org

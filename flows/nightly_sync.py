@@ -19,15 +19,21 @@ the `persona-sync` command does that, for a first try on a laptop.
 from __future__ import annotations
 
 from datetime import datetime, time, timezone
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 
 from connectors.state import StateStore
-from core.settings import load_settings
+from core.configs import SalesforceConfig
+from core.settings import Settings
+from flows.settings import flow_settings
 from tasks import steps
 from expectations.checks import Check
+from tasks.community import CommunityReport
 from tasks.personas import AssignmentSummary, reused_assignments
+from tasks.pull import PullReport
+from tasks.push import PushReport
 from tasks.reporting import run_counts
 from tasks.validation import check_forcing
 
@@ -68,51 +74,68 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
     as_of = (as_of or tonight()).astimezone(timezone.utc)
     forced = sorted(set(force or []))
     check_forcing(forced, force_reason)
-    settings = load_settings()
+    settings = flow_settings()
     org = settings.salesforce()  # no org configured: stop here, before anything is touched
-    state_config, staging, personas, checks = (settings.state(), settings.staging(), settings.personas(),
-                                               settings.validation())
+    state_config, checks = settings.state(), settings.validation()
     parameters = {"as_of": as_of.isoformat(), "night": night, "full_refresh": full_refresh, "dry_run": dry_run,
                   "force": forced,
                   "force_reason": force_reason, "limits": checks.model_dump(mode="json", exclude={"data_docs_dir"})}
     with StateStore.from_config(state_config) as state:
         state.ensure_schema()
-        if night is not None and state.night_synced(night):
-            get_run_logger().info("the night of %s is synced already (a duplicate scheduled run): nothing to do", night)
-            return None
-        with state.recorded_run("nightly_sync", parameters) as run:
-            get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
-            pull_changes, pushed, community_roles = (
-                steps.retried(stage, settings.task_retries, settings.task_retry_delay_seconds)
-                for stage in (steps.pull_changes, steps.pushed, steps.community_roles))
-            report = pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
-            limits = parameters["limits"]
-            fingerprint, stored_by = steps.unchanged_inputs(staging, state_config, personas, limits, settings.push(),
-                                                            as_of, forced)
-            if stored_by is not None:  # nothing the personas depend on changed: that run's decisions stand
-                summary = reused_assignments(personas, state_config, run.id, stored_by, as_of)
-                every_check: list[Check] = []
-                staged_rows, coverage = _staged_counts_of(state, stored_by)
-            else:
-                # The staging checks run while the features and assignments are computed (two cores, and
-                # neither waits for the other); every check has passed before anything is stored.
-                staging_checked = steps.staging_checks.submit(staging, state_config, checks, personas, settings.pull(),
-                                                              run.id)
-                features_file = steps.features(personas, staging, as_of)
-                summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
-                staged = staging_checked.result()
-                featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
-                assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
-                if not dry_run:
-                    steps.stored_assignments(state_config, summary)
-                every_check = [*staged.checks, *featured.checks, *assigned.checks]
-                staged_rows, coverage = staged.staged_rows, staged.coverage
-            push = pushed(org, state_config, settings.push(), personas, summary, dry_run)
-            roles = community_roles(settings.community(), staging, state_config, personas, summary, dry_run)
-            run.counts.update(run_counts(report, summary, every_check, staged_rows, coverage, push, roles))
-            run.counts.update({"inputs": fingerprint, **({"reused_from": stored_by} if stored_by else {})})
+        # One run of an as-of date at a time: a duplicate (two schedulers, a redeploy) waits for the first,
+        # then finds the night synced.
+        with state.lock(f"nightly:{as_of:%Y-%m-%d}", purpose=f"nightly sync of {as_of:%Y-%m-%d}",
+                        wait_seconds=settings.pull_lock_wait_seconds):
+            if night is not None and state.night_synced(night):
+                get_run_logger().info("the night of %s is synced already (a duplicate scheduled run): nothing to do",
+                                      night)
+                return None
+            summary, report, every_check, push, roles = _synced(state, settings, org, as_of, parameters, forced,
+                                                               full_refresh, dry_run)
     steps.run_summary(state_config, report, summary, every_check, push, roles, dry_run)
     return summary
+
+
+def _synced(state: StateStore, settings: Settings, org: SalesforceConfig, as_of: datetime,
+            parameters: dict[str, Any], forced: list[str], full_refresh: bool,
+            dry_run: bool) -> tuple[AssignmentSummary, PullReport, list[Check], PushReport | None,
+                                    CommunityReport | None]:
+    """The run itself, one run in the ledger: pull, then decide (or reuse the decisions of a run with the
+    same inputs), then push."""
+    state_config, staging, personas, checks = (settings.state(), settings.staging(), settings.personas(),
+                                               settings.validation())
+    with state.recorded_run("nightly_sync", parameters) as run:
+        get_run_logger().info("run %s: as-of %s", run.id, as_of.isoformat())
+        pull_changes, pushed, community_roles = (
+            steps.retried(stage, settings.task_retries, settings.task_retry_delay_seconds)
+            for stage in (steps.pull_changes, steps.pushed, steps.community_roles))
+        report = pull_changes(org, state_config, staging, settings.pull(), run.id, full_refresh)
+        limits = parameters["limits"]
+        fingerprint, stored_by = steps.unchanged_inputs(staging, state_config, personas, limits, settings.push(),
+                                                        as_of, forced)
+        if stored_by is not None:  # nothing the personas depend on changed: that run's decisions stand
+            summary = reused_assignments(personas, state_config, run.id, stored_by, as_of)
+            every_check: list[Check] = []
+            staged_rows, coverage = _staged_counts_of(state, stored_by)
+        else:
+            # The staging checks run while the features and assignments are computed (two cores, and
+            # neither waits for the other); every check has passed before anything is stored.
+            staging_checked = steps.staging_checks.submit(staging, state_config, checks, personas, settings.pull(),
+                                                          run.id)
+            features_file = steps.features(personas, staging, as_of)
+            summary = steps.assignments(personas, state_config, features_file, run.id, as_of)
+            staged = staging_checked.result()
+            featured = steps.feature_checks(features_file, staging, state_config, checks, personas, run.id)
+            assigned = steps.assignment_checks(summary, staging, state_config, checks, personas, forced)
+            if not dry_run:
+                steps.stored_assignments(state_config, summary)
+            every_check = [*staged.checks, *featured.checks, *assigned.checks]
+            staged_rows, coverage = staged.staged_rows, staged.coverage
+        push = pushed(org, state_config, settings.push(), personas, summary, dry_run)
+        roles = community_roles(settings.community(), staging, state_config, personas, summary, dry_run)
+        run.counts.update(run_counts(report, summary, every_check, staged_rows, coverage, push, roles))
+        run.counts.update({"inputs": fingerprint, **({"reused_from": stored_by} if stored_by else {})})
+    return summary, report, every_check, push, roles
 
 
 def _staged_counts_of(state: StateStore, run_id: str) -> tuple[dict[str, int], dict[str, float]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from connectors.state import StateStore
-from core.settings import load_settings
+from flows.settings import flow_settings
 from tasks import steps
 
 
@@ -13,7 +13,7 @@ from tasks import steps
 def rollback_run(run_id: str) -> dict[str, object]:
     """Puts the org's persona fields and the community grants back as they were before run `run_id`
     (fields edited since are skipped and listed), and stops its assignments from counting."""
-    settings = load_settings()
+    settings = flow_settings()
     org = settings.salesforce()
     with StateStore.from_config(settings.state()) as state:
         state.ensure_schema()

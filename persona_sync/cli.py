@@ -217,6 +217,36 @@ def run(
     truth = settings.sandbox_data_dir / "truth" / "truth.csv"
     if not settings.org_configured and truth.exists():
         _print_evaluation(settings, summary.run_id, truth, None)
+    _print_where_to_look(resolved, summary)
+
+
+def _print_where_to_look(settings: Settings, summary) -> None:  # type: ignore[no-untyped-def]
+    """Where the run can be seen afterwards: the Prefect UI, its summary, Data Docs, and our databases."""
+    import os
+
+    state = _state(settings)
+    run = state.run(summary.run_id)
+    api = os.environ.get("PREFECT_API_URL", "")
+    ui = (f"{api.removesuffix('/api')} (flow run nightly-sync-{summary.as_of:%Y-%m-%d}: its artifacts "
+          "`nightly-sync`, `persona-distribution`, `push`, `changed-users`)") if api else (
+        f"the runs are kept in {os.environ.get('PREFECT_HOME', '~/.prefect')}; browse them with "
+        f"`PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')} .venv/bin/prefect server start`, then "
+        "http://127.0.0.1:4200 (the artifact `nightly-sync` is the run's summary)")
+    community = settings.community()
+    lines = [f"Prefect UI: {ui}",
+             f"Data Docs: {run.data_docs if run and run.data_docs else 'none (the checks of the run it reused)'}",
+             f"State database (run ledger, assignments, history): {state.where}",
+             f"Staging: {settings.staging().root}",
+             f"Community role table: {community.table + ' in ' + _hidden(community.url) if community else 'none configured'}",
+             "Later: `persona-sync status` (recent runs), `persona-sync history USER_ID`, `persona-sync explain USER_ID`"]
+    console.print("\nWhere to look:\n" + "\n".join(f"  {line}" for line in lines), highlight=False, soft_wrap=True)
+
+
+def _hidden(url) -> str:  # type: ignore[no-untyped-def]
+    """A database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url.get_secret_value()).render_as_string(hide_password=True)
 
 
 @app.command()
@@ -497,6 +527,11 @@ def _print_run_checks(settings: Settings, run_id: str) -> None:
 
     state = _state(settings)
     run = state.run(run_id)
+    reused = (run.counts or {}).get("reused_from") if run else None
+    if reused:
+        console.print(f"Checks: nothing the personas depend on changed since run {reused}; its checks, features and "
+                      "assignments stand (only the push ran).", highlight=False)
+        return
     _print_checks([Check(**check) for check in state.checks(run_id)], Path(run.data_docs) if run and run.data_docs
                   else None)
 

@@ -232,3 +232,21 @@ def test_a_second_night_after_changes_moves_and_writes_only_what_changed(configu
     assert second.run_id in text and "## Personas before and after" in text and "API calls" in text
     for (was, now), users in moves.items():
         assert f"| {was} | {now} | {users:,} |" in text
+
+
+def test_secrets_come_from_prefect_secret_blocks_when_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.settings import flow_settings
+
+    Secret(value="from-the-block").save("persona-sync-test-client-secret", overwrite=True)
+    monkeypatch.setenv("PERSONA_SYNC_HOME", str(tmp_path))
+    monkeypatch.setenv("PERSONA_SYNC_SALESFORCE_CLIENT_SECRET", "from-the-environment")
+    monkeypatch.setenv("PERSONA_SYNC_SECRET_BLOCKS", '{"salesforce_client_secret": "persona-sync-test-client-secret"}')
+    assert flow_settings().salesforce_client_secret.get_secret_value() == "from-the-block"
+    monkeypatch.setenv("PERSONA_SYNC_SECRET_BLOCKS", '{"salesforce_client_secret": "no-such-block"}')
+    with pytest.raises(ConfigurationError, match="'no-such-block'"):
+        flow_settings()
+    monkeypatch.setenv("PERSONA_SYNC_SECRET_BLOCKS", '{"salesforce_login_url": "some-block"}')
+    with pytest.raises(Exception, match="salesforce_login_url, which are not secret settings"):
+        flow_settings()

@@ -22,9 +22,9 @@ from sandbox.runner import RunningSandbox
 from tests.conftest import pull_org, sandbox_environment
 
 NIGHT = datetime(2026, 11, 1, tzinfo=timezone.utc)
-# Two weeks, every third day (five as-ofs): each date runs the feature and assignment checks, which cost
+# Two weeks, a date a week (three as-ofs): each date runs the feature and assignment checks, which cost
 # seconds each even on a small org, so the test stays within its time.
-FIRST, LAST, STEP = date(2026, 10, 15), date(2026, 10, 27), 3
+FIRST, LAST, STEP = date(2026, 10, 14), date(2026, 10, 28), 7
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,6 +40,28 @@ def _use_home(monkeypatch: pytest.MonkeyPatch, running: RunningSandbox, home: Pa
     for name, value in sandbox_environment(running, home=home, pull_history_days=history_days).items():
         monkeypatch.setenv(name, value)
     return Settings(_env_file=None)
+
+
+@pytest.fixture(scope="module")
+def org_and_night(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSandbox, Path]]:
+    """A sandbox of this module's own, and a home where one night was synced (the org's history staged,
+    the night's personas stored); each test works on a copy of that home."""
+    from tests.conftest import _start
+
+    running = _start(tmp_path_factory.mktemp("backfill-sandbox"))
+    home = tmp_path_factory.mktemp("backfill-night") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        _use_home(patch, running, home)
+        nightly_sync(as_of=NIGHT)
+    yield running, home
+    running.stop()
+
+
+def _copy_of_the_night(org_and_night: tuple[RunningSandbox, Path], into: Path, monkeypatch: pytest.MonkeyPatch,
+                       ) -> Settings:
+    running, home = org_and_night
+    shutil.copytree(home, into)
+    return _use_home(monkeypatch, running, into)
 
 
 def _story(settings: Settings) -> pd.DataFrame:
@@ -60,24 +82,21 @@ def _personas_by_date(settings: Settings, outcome: list[dict[str, object]]) -> d
 
 
 def test_an_interrupted_backfill_resumes_to_the_history_of_an_uninterrupted_one(
-        fresh_sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = _use_home(monkeypatch, fresh_sandbox, tmp_path / "whole")
-    nightly_sync(as_of=NIGHT)  # the org's history staged, and tonight's personas stored
-    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
-
+        org_and_night: tuple[RunningSandbox, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = _copy_of_the_night(org_and_night, tmp_path / "whole", monkeypatch)
     done = backfill(start=FIRST, end=LAST, step_days=STEP)
-    assert [row["status"] for row in done] == ["computed"] * 5
+    assert [row["status"] for row in done] == ["computed"] * 3
     expected_story, expected_personas = _story(whole), _personas_by_date(whole, done)
     # Non-vacuous: every user's story starts at the first date, and the days before tonight are in it.
-    assert set(expected_story.groupby("user")["from"].min()) == {datetime(2026, 10, 15, tzinfo=timezone.utc)}
+    assert set(expected_story.groupby("user")["from"].min()) == {datetime(2026, 10, 14, tzinfo=timezone.utc)}
 
-    resumed = _use_home(monkeypatch, fresh_sandbox, tmp_path / "resumed")
+    resumed = _copy_of_the_night(org_and_night, tmp_path / "resumed", monkeypatch)
     import tasks.steps
 
     real = tasks.steps.compute_and_store_features
 
     def crash_on_the_sixth_day(config, staging, as_of):
-        if as_of.date() == FIRST + timedelta(days=2 * STEP):
+        if as_of.date() == FIRST + timedelta(days=STEP):
             raise RuntimeError("the worker died")
         return real(config, staging, as_of)
 
@@ -86,7 +105,7 @@ def test_an_interrupted_backfill_resumes_to_the_history_of_an_uninterrupted_one(
         backfill(start=FIRST, end=LAST, step_days=STEP)
     monkeypatch.setattr(tasks.steps, "compute_and_store_features", real)
     again = backfill(start=FIRST, end=LAST, step_days=STEP)
-    assert [row["status"] for row in again] == ["skipped (done before)"] * 2 + ["computed"] * 3
+    assert [row["status"] for row in again] == ["skipped (done before)"] + ["computed"] * 2
 
     pd.testing.assert_frame_equal(_story(resumed), expected_story)
     got = _personas_by_date(resumed, again)
@@ -100,14 +119,13 @@ def test_an_interrupted_backfill_resumes_to_the_history_of_an_uninterrupted_one(
     pd.testing.assert_frame_equal(_story(resumed), expected_story)
 
 
-def test_a_deal_won_after_the_as_of_is_not_won_at_it(fresh_sandbox: RunningSandbox, tmp_path: Path,
+def test_a_deal_won_after_the_as_of_is_not_won_at_it(org_and_night: tuple[RunningSandbox, Path], tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.salesforce import connect
     from connectors.staging import Staging
     from personas.features import Window, compute_features
 
-    settings = _use_home(monkeypatch, fresh_sandbox, tmp_path)
-    nightly_sync(as_of=NIGHT)
+    settings = _copy_of_the_night(org_and_night, tmp_path / "home", monkeypatch)
     as_of = datetime(2026, 10, 20, tzinfo=timezone.utc)
     window = Window(as_of=as_of, days=settings.feature_window_days)
     then = compute_features(Staging.from_config(settings.staging()), window)
@@ -127,15 +145,15 @@ def test_a_deal_won_after_the_as_of_is_not_won_at_it(fresh_sandbox: RunningSandb
     assert (today.loc[owners, "opportunities_won"] > 0).all()
 
 
-def test_dates_outside_the_staged_history_are_refused(fresh_sandbox: RunningSandbox, tmp_path: Path,
+def test_dates_outside_the_staged_history_are_refused(org_and_night: tuple[RunningSandbox, Path], tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.salesforce.streams import STREAMS
     from tasks.backfill import plan_backfill
 
-    settings = _use_home(monkeypatch, fresh_sandbox, tmp_path)
+    _use_home(monkeypatch, org_and_night[0], tmp_path / "empty")
     with pytest.raises(BackfillError, match="nothing is staged yet"):
         backfill(start=FIRST, end=LAST)
-    pull_org(settings)
+    settings = _copy_of_the_night(org_and_night, tmp_path / "home", monkeypatch)
     with StateStore.from_config(settings.state()) as state:
         history_start = max(mark.history_start for mark in state.watermarks() if mark.sobject == "Task")
     window = settings.feature_window_days

@@ -49,9 +49,10 @@ def test_a_nightly_run_pulls_assigns_and_records_everything(configured: Settings
 def test_the_same_as_of_gives_the_same_assignments(configured: Settings) -> None:
     as_of = datetime(2026, 11, 1, tzinfo=timezone.utc)
     first = nightly_sync(as_of=as_of)
-    second = nightly_sync(as_of=as_of)
+    second = nightly_sync(as_of=as_of, full_refresh=True)  # staged again from scratch: decided again, not reused
     state = StateStore.from_config(configured.state())
     columns = ["persona", "score", "confidence", "reason"]
+    assert "reused_from" not in state.run(second.run_id).counts
     assert state.assignments(first.run_id)[columns].equals(state.assignments(second.run_id)[columns])
 
 

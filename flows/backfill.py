@@ -31,7 +31,7 @@ from connectors.state import StateStore
 from core.errors import BackfillError
 from flows.settings import flow_settings
 from tasks import steps
-from tasks.backfill import (FLOW, MAX_CONCURRENCY, BackfillPlan, DateOutcome, already_done, backfill_markdown,
+from tasks.backfill import (AS_OF_LOCK_WAIT_SECONDS, FLOW, MAX_CONCURRENCY, as_of_lock, BackfillPlan, DateOutcome, already_done, backfill_markdown,
                             changed_since_previous, date_key, plan_backfill, top_personas)
 from tasks.validation import check_forcing
 
@@ -79,9 +79,11 @@ def backfill(start: date, end: date, step_days: int = 1, overwrite: bool = False
                   "limits": checks.model_dump(mode="json", exclude={"data_docs_dir"})}
     try:
         for as_of in plan.todo:
+            outcomes[as_of] = DateOutcome(as_of, "failed")  # until it is done
             features_file = features.result(as_of)
             with StateStore.from_config(state_config) as state, \
-                    state.lock(date_key(as_of), purpose=f"backfill {as_of:%Y-%m-%d}", wait_seconds=600):
+                    state.lock(as_of_lock(as_of), purpose=f"backfill {as_of:%Y-%m-%d}",
+                               wait_seconds=AS_OF_LOCK_WAIT_SECONDS):
                 done = already_done(state_config, as_of)
                 if done and not overwrite and not (push_latest and as_of == plan.dates[-1]):
                     outcomes[as_of] = DateOutcome(as_of, "skipped (done before)", run_id=done)  # by another backfill

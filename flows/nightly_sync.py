@@ -35,6 +35,7 @@ from tasks.personas import AssignmentSummary, reused_assignments
 from tasks.pull import PullReport
 from tasks.push import PushReport
 from tasks.reporting import run_counts
+from tasks.backfill import AS_OF_LOCK_WAIT_SECONDS, as_of_lock
 from tasks.validation import check_forcing
 
 
@@ -84,8 +85,8 @@ def nightly_sync(as_of: datetime | None = None, full_refresh: bool = False, forc
         state.ensure_schema()
         # One run of an as-of date at a time: a duplicate (two schedulers, a redeploy) waits for the first,
         # then finds the night synced.
-        with state.lock(f"nightly:{as_of:%Y-%m-%d}", purpose=f"nightly sync of {as_of:%Y-%m-%d}",
-                        wait_seconds=settings.pull_lock_wait_seconds):
+        with state.lock(as_of_lock(as_of), purpose=f"nightly sync of {as_of:%Y-%m-%d}",
+                        wait_seconds=AS_OF_LOCK_WAIT_SECONDS):
             if night is not None and state.night_synced(night):
                 get_run_logger().info("the night of %s is synced already (a duplicate scheduled run): nothing to do",
                                       night)

@@ -26,6 +26,13 @@ from core.errors import BackfillError
 
 FLOW = "backfill"
 MAX_CONCURRENCY = 8
+# How long a run waits for another run of the same as-of (a duplicate nightly, a backfill of today).
+AS_OF_LOCK_WAIT_SECONDS = 2 * 3600.0
+
+
+def as_of_lock(as_of: datetime) -> str:
+    """The ledger lock a nightly run and a backfill date hold while they decide personas as of that day."""
+    return f"as-of:{as_of:%Y-%m-%d}"
 
 
 def date_key(as_of: datetime) -> str:

@@ -63,7 +63,12 @@ _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
 class PullError(PersonaSyncError):
-    """One or more streams failed; the others were pulled and their watermarks moved."""
+    """One or more streams failed; the others were pulled and their watermarks moved. `transient`: every
+    failure may pass in a while (the org unreachable or failing on its side), so a retry may succeed."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -160,9 +165,10 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
     report.seconds = time.monotonic() - started
     if failures:
         details = "; ".join(f"{sobject}: {error}" for sobject, error in failures)
+        transient = all(getattr(error, "transient", False) for _, error in failures)
         raise PullError(f"{len(failures)} of {len(streams)} streams failed to pull ({details}). The others were "
                         "staged and their watermarks moved; the next run retries the failed ones from their "
-                        "own watermarks")
+                        "own watermarks", transient=transient)
     return report
 
 

@@ -66,7 +66,7 @@ def summary_markdown(report: PullReport, summary: AssignmentSummary, checks: lis
              "| stage | result |", "|---|---|",
              f"| pull | {report.rows:,} rows ({report.quarantined:,} quarantined, {report.held:,} waiting for their "
              f"user), {report.api_calls:,} API calls |"]
-    if checks is not None:
+    if checks:
         by_status = Counter(check.status for check in checks)
         lines.append("| checks | " + ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()))
                      + " |")
@@ -88,7 +88,7 @@ def summary_markdown(report: PullReport, summary: AssignmentSummary, checks: lis
                   "| from | to | users |", "|---|---|---:|"]
         lines += [f"| {was} | {now} | {count:,} |" for (was, now), count in moved.most_common(MOVEMENTS_SHOWN)]
     noted = [check for check in checks or [] if check.status in ("warned", "forced")]
-    if checks is not None:
+    if checks:
         lines += ["", "## Checks and guardrails", "",
                   f"{len(checks)} checks passed or were skipped." if not noted else
                   f"{len(noted)} of {len(checks)} checks warned or were forced:"]

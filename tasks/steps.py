@@ -71,7 +71,7 @@ def unchanged_inputs(staging: StagingConfig, state: StateConfig, personas: Perso
                      push: PushConfig, as_of: datetime, forced: list[str]) -> tuple[str, str | None]:
     """The fingerprint of the run's inputs, and the last good run decided from the same ones (None: none),
     whose checks, features and assignments then stand (tasks/reuse.py)."""
-    fingerprint = inputs_fingerprint(staging, list(STREAMS), personas, limits, push, as_of, forced)
+    fingerprint = inputs_fingerprint(staging, state, list(STREAMS), personas, limits, push, as_of, forced)
     stored = reusable_run(state, fingerprint)
     if stored:
         get_run_logger().info("nothing the personas depend on changed since run %s: its checks, features and "

@@ -452,8 +452,7 @@ class SalesforceClient:
                        "aggregates, GROUP BY, OFFSET or subqueries)")
         else:
             message = f"the call failed{tries} ({reason})"
-        transient = isinstance(error, _TRANSIENT_TRANSPORT_ERRORS) or (
-            isinstance(error, SalesforceGeneralError) and error.status >= 500)
+        transient = error is not None and _is_transient(error) and not _is_request_limit(error)
         return SalesforceError(message, org=self._org, sobject=sobject, call=call, transient=transient)
 
 

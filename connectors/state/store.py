@@ -51,6 +51,8 @@ _CHUNK = 500
 _HEARTBEAT_SECONDS = 30.0
 _STALE_LOCK = timedelta(minutes=10)
 _LOCK_POLL_SECONDS = 0.5
+# Held while the persona history is extended or replayed: a replay reads the stored runs, then rewrites.
+_HISTORY_LOCK = "persona-history"
 
 
 class StateStore:
@@ -449,9 +451,13 @@ class StateStore:
         story where it belongs: the history from `as_of` on is replayed from the stored assignments
         (`replay_history`). Returns the rows opened or corrected."""
         as_of = as_utc(as_of, "the as-of of the history")
-        newest = self.newest_as_of(other_than=run_id)
-        if newest is not None and as_of < newest:
-            return self.replay_history(since=as_of)
+        with self.lock(_HISTORY_LOCK, purpose=f"record the persona history of run {run_id}", wait_seconds=600):
+            newest = self.newest_as_of(other_than=run_id)
+            if newest is not None and as_of < newest:
+                return self._replay_history(as_of)
+            return self._append_history(run_id, as_of, catalog_version, assignments)
+
+    def _append_history(self, run_id: str, as_of: datetime, catalog_version: str, assignments: pd.DataFrame) -> int:
         with self._transaction(f"record the persona history of run {run_id}") as session:
             open_rows = {row.user_id: row for row in session.scalars(
                 select(PersonaHistoryRow).where(PersonaHistoryRow.valid_to.is_(None)))}
@@ -482,7 +488,11 @@ class StateStore:
         The history is thus the same whatever order the as-ofs were computed in: a backfill of past dates
         done after the nightly runs, or interrupted and resumed, tells the story an uninterrupted run in
         date order tells. Returns the rows opened."""
-        since = as_utc(since, "the start of the history to replay")
+        with self.lock(_HISTORY_LOCK, purpose="replay the persona history", wait_seconds=600):
+            return self._replay_history(as_utc(since, "the start of the history to replay"))
+
+    def _replay_history(self, since: datetime) -> int:
+        """`replay_history`, the history lock held (so no run records history meanwhile)."""
         query = (select(AssignmentRow.run_id, AssignmentRow.as_of, RunRow.started_at)
                  .join(RunRow, RunRow.id == AssignmentRow.run_id)
                  .where(RunRow.status != ROLLED_BACK, AssignmentRow.as_of >= since).distinct()
@@ -685,15 +695,14 @@ class StateStore:
 
     def roll_back_run(self, run_id: str) -> None:
         """Marks a run rolled back: its assignments no longer count as anyone's current persona, and the
-        history rows it opened go (the rows it closed are open again)."""
+        persona history is replayed from its as-of without it (the rows it opened go, wherever in the
+        story they were: a backfilled date sits between other runs' rows)."""
+        with self._sessions() as session:
+            as_of = session.execute(select(func.min(AssignmentRow.as_of)).where(AssignmentRow.run_id == run_id)).scalar()
         with self._transaction(f"roll back run {run_id}") as session:
             session.execute(update(RunRow).where(RunRow.id == run_id).values(status=ROLLED_BACK))
-            opened = list(session.scalars(select(PersonaHistoryRow).where(PersonaHistoryRow.run_id == run_id)))
-            for row in opened:
-                session.execute(update(PersonaHistoryRow).where(
-                    PersonaHistoryRow.user_id == row.user_id, PersonaHistoryRow.valid_to == row.valid_from)
-                    .values(valid_to=None))
-                session.delete(row)
+        if as_of is not None:
+            self.replay_history(since=as_utc(as_of, "the as-of of the run rolled back"))
 
     # --- the org this state belongs to --------------------------------------------------------------------
 

@@ -76,6 +76,9 @@ def test_prefect_yaml_declares_the_nightly_schedule() -> None:
     assert backfill["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
 
 
+# Three nightly runs, a backfill and a browser, each worker start a new process: longer than the suite's
+# 300 s per test on a busy 2-core machine.
+@pytest.mark.timeout(900)
 def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, str], fresh_sandbox: RunningSandbox,
                                                      tmp_path: Path) -> None:
     env = prefect_server | sandbox_environment(fresh_sandbox, home=tmp_path / "home", pull_history_days=400)
@@ -107,6 +110,9 @@ def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, 
     assert done == ["nightly-sync-2026-11-01", tonight, tonight]
     assert {run["state_type"] for run in flow_runs} <= {"COMPLETED", "SCHEDULED"}
 
+    _check_the_ui(env["PREFECT_API_URL"].removesuffix("/api"),
+                  next(run["id"] for run in flow_runs if run["name"] == "nightly-sync-2026-11-01"), tmp_path)
+
     # A backfill, started as from the UI's form (dates as text), through the same worker.
     _prefect(env, "deployment", "run", "backfill/backfill", "--param", "start=2026-10-28", "--param", "end=2026-10-28")
     _prefect(env, "worker", "start", "--pool", "persona-sync", "--run-once")
@@ -115,32 +121,45 @@ def test_the_nightly_deployment_runs_through_a_worker(prefect_server: dict[str, 
     flow_runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={}, timeout=10).json()
     assert any(run["name"] == "backfill-2026-10-28-to-2026-10-28" and run["state_type"] == "COMPLETED"
                for run in flow_runs)
-    _check_the_ui(env["PREFECT_API_URL"].removesuffix("/api"),
-                  next(run["id"] for run in flow_runs if run["name"] == "nightly-sync-2026-11-01"), tmp_path)
+    _check_artifacts_in_the_ui(env["PREFECT_API_URL"].removesuffix("/api"), ("backfill-dates", "backfill-progress"))
+
+
+def _chromium() -> str:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian's `chromium` package): the UI was not checked in a browser")
+    return browser
+
+
+def _dom(browser: str, url: str, *extra: str) -> str:
+    result = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                             *extra, url], capture_output=True, text=True, timeout=120)
+    return result.stdout
+
+
+def _check_artifacts_in_the_ui(ui: str, keys: tuple[str, ...]) -> None:
+    artifacts = _dom(_chromium(), f"{ui}/artifacts", "--dump-dom")
+    for key in keys:
+        assert key in artifacts, key
 
 
 def _check_the_ui(ui: str, flow_run_id: str, output: Path) -> None:
     """What a data engineer sees in the Prefect UI, in a real headless browser (Debian's chromium): the
     flow run, completed; its task runs by name; the artifacts a person reads. A screenshot of the run is
     kept with the test's output."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("no chromium on this machine (Debian's `chromium` package): the UI was not checked in a browser")
+    browser = _chromium()
 
     def page(path: str, *extra: str) -> str:
-        result = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                 "--virtual-time-budget=20000", *extra, f"{ui}{path}"],
-                                capture_output=True, text=True, timeout=120)
-        return result.stdout
+        return _dom(browser, f"{ui}{path}", *extra)
 
     run_page = page(f"/runs/flow-run/{flow_run_id}", "--dump-dom")
     assert "nightly-sync-2026-11-01" in run_page and "Completed" in run_page
+    # The list shows the newest task runs (about ten): those of tonight's run, the pull the oldest of them.
     task_runs = page("/runs?tab=task-runs", "--dump-dom")
-    for task in ("pulled-changes", "staging-checks", "feature-checks", "assignment-checks", "pushed-to-salesforce"):
+    for task in ("staging-checks", "feature-checks", "assignment-checks", "pushed-to-salesforce", "run-summary"):
         assert f"{task}-" in task_runs, task
     artifacts = page("/artifacts", "--dump-dom")
-    for key in ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users", "backfill-dates",
-                "backfill-progress"):
+    for key in ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users"):
         assert key in artifacts, key
     page(f"/runs/flow-run/{flow_run_id}", f"--screenshot={output / 'prefect-ui-flow-run.png'}", "--window-size=1400,1000")
     assert (output / "prefect-ui-flow-run.png").stat().st_size > 10_000

@@ -142,5 +142,6 @@ def _synced(state: StateStore, settings: Settings, org: SalesforceConfig, as_of:
 def _staged_counts_of(state: StateStore, run_id: str) -> tuple[dict[str, int], dict[str, float]]:
     """The staged rows and field coverage run `run_id` recorded (a run reusing its decisions keeps them, so
     the next run's row-collapse check still has a baseline)."""
-    counts = (state.run(run_id).counts or {}) if state.run(run_id) else {}
+    run = state.run(run_id)
+    counts = (run.counts or {}) if run else {}
     return counts.get("staged_rows") or {}, counts.get("coverage") or {}

@@ -313,6 +313,7 @@ class _LedgerProgress:
 
         self._keys = [f"backfill:{as_of:%Y-%m-%d}" for as_of in dates]
         self._settings = settings
+        self._store = None  # opened by the first poll, closed at the end
         self._progress = progress
         self._bar = progress.add_task(f"backfill, {len(dates)} date(s)", total=len(dates))
         self._stop = threading.Event()
@@ -326,6 +327,8 @@ class _LedgerProgress:
         self._stop.set()
         self._thread.join()
         self._update()
+        if self._store is not None:
+            self._store.close()
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
@@ -333,7 +336,8 @@ class _LedgerProgress:
 
     def _update(self) -> None:
         try:
-            done = len(_state(self._settings).runs_by_key("backfill", self._keys))
+            self._store = self._store or _state(self._settings)
+            done = len(self._store.runs_by_key("backfill", self._keys))
         except Exception:  # a progress bar must never stop the backfill
             return
         self._progress.update(self._bar, completed=done)

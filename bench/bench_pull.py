@@ -58,9 +58,9 @@ def phase_floor(settings: Settings) -> dict:
             soql, max_records=settings.pull_bulk_page_rows, wait=0))
 
     started = time.perf_counter()
-    rows = sum(download(stream) for stream in STREAMS if stream.user_field is None)
+    rows = sum(download(stream) for stream in STREAMS if not stream.is_activity)
     with ThreadPoolExecutor(settings.pull_workers) as pool:
-        rows += sum(pool.map(download, [stream for stream in STREAMS if stream.user_field is not None]))
+        rows += sum(pool.map(download, [stream for stream in STREAMS if stream.is_activity]))
     return {"rows": rows, "seconds": time.perf_counter() - started}
 
 

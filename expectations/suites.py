@@ -12,8 +12,10 @@ format; tasks/validation.py gathers those values and the frames to validate.
 - `catalog_fields`: one row per staged field a catalog condition depends on: the share of rows where it
   is filled (empty for the whole org is reported by name; a warning, the personas issue decides what
   scoring does with it).
-- `features`: one row per active user, no missing values, no negatives, rates within sane bounds, and
-  (a warning) features the catalog uses that are zero for everyone.
+- `features` and `feature_checks`: one row per active user; then, over one row per feature
+  (`feature_columns`), no missing values (NaN only for a feature the org cannot measure), no negatives,
+  rates within sane bounds, and (warnings) features the catalog uses that the org does not measure, or
+  that are zero for everyone.
 - `assignments`: persona in the catalog or Unassigned, score and confidence in [0, 1], a reason of at
   most 255 characters, exactly one row per active user.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from expectations.runner import Expect, Outcome
@@ -44,9 +47,10 @@ def _gxe():
 
 def staged_rows(sobject: str, key_prefix: str, *, user_field: str | None, cursor: str,
                 cursor_from: datetime | None, cursor_to: datetime | None, created_field: str | None,
-                booleans: Sequence[str]) -> list[Expect]:
+                booleans: Sequence[str], user_label: str | None = None) -> list[Expect]:
     """Row-level checks of one staged object (frames with its Id, user, cursor, creation and boolean
-    columns). `cursor_from`/`cursor_to`: the pulled window (None: not known, not checked)."""
+    columns). `user_field`: the column holding each row's user, which `user_label` describes (default:
+    the column's name). `cursor_from`/`cursor_to`: the pulled window (None: not known, not checked)."""
     gxe = _gxe()
     expects = [
         Expect(gxe.ExpectColumnValuesToNotBeNull(column="Id"), f"{sobject}.Id present", "0 rows"),
@@ -57,7 +61,8 @@ def staged_rows(sobject: str, key_prefix: str, *, user_field: str | None, cursor
     ]
     if user_field is not None:
         expects.append(Expect(gxe.ExpectColumnValuesToNotBeNull(column=user_field),
-                              f"{sobject}.{user_field} present", "0 rows (such rows are quarantined, not staged)"))
+                              f"{sobject}.{user_label or user_field} present",
+                              "0 rows (such rows are quarantined, not staged)"))
     if cursor_to is not None:
         low = pd.Timestamp(cursor_from or EARLIEST_SALESFORCE_DATE)
         expects.append(Expect(gxe.ExpectColumnValuesToBeBetween(column=cursor, min_value=low,
@@ -144,27 +149,75 @@ def catalog_fields(fields: pd.DataFrame) -> list[Expect]:
                                             f"; least filled: {least_filled}")]
 
 
-def features(units: dict[str, str], used: Sequence[str], *, active_users: int, share_unit: str,
-             rate_unit: str) -> list[Expect]:
-    """Checks of the active users' features (frame: an Id column, then one column per feature)."""
+def features(*, active_users: int) -> list[Expect]:
+    """Checks of the active users' feature rows as a whole (frame: the Id column)."""
     gxe = _gxe()
-    expects = [
+    return [
         Expect(gxe.ExpectTableRowCountToEqual(value=active_users), "features: one row per active user",
                f"{active_users:,} rows (the active users staged)", kind="table"),
         Expect(gxe.ExpectColumnValuesToBeUnique(column="Id"), "features: Id unique", "0 rows"),
     ]
+
+
+def feature_columns(frame: pd.DataFrame, units: dict[str, str], used: Sequence[str], unavailable: dict[str, str], *,
+                    share_unit: str, rate_unit: str, active_users: int) -> pd.DataFrame:
+    """One row per feature of the active users' `frame` (an Id column, then one column per feature in
+    `units`), what `feature_checks` reads: values missing or out of bounds (with a user to look at), its
+    largest value, and whether the org measures it (`unavailable`: name -> why; NaN is right there).
+
+    Checking this summary instead of every user's value for every feature is the same verdict in a few
+    expectations instead of two hundred (each GX expectation costs milliseconds per run, whatever its
+    size), and the report still names the feature and a user."""
+    ids = frame["Id"].to_numpy()
+    used_set = set(used)
+    rows = []
     for name, unit in units.items():
         upper = 1.0 if unit == share_unit else MAX_RATE_PER_30_DAYS if unit == rate_unit else float(active_users)
-        expects.append(Expect(gxe.ExpectColumnValuesToNotBeNull(column=name), f"features.{name} present", "0 rows"))
-        expects.append(Expect(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=0, max_value=upper),
-                              f"features.{name} within bounds", f"0 .. {upper:g} ({unit})"))
-    for name in used:
-        expects.append(Expect(gxe.ExpectColumnMaxToBeBetween(column=name, min_value=0, strict_min=True),
-                              f"features.{name} not zero for everyone", "above 0 for someone", warn=True,
-                              kind="table",
-                              explain=lambda outcome, name=name: f"feature {name}, which the catalog uses, is 0 for "
-                                                                 "every active user on this org"))
-    return expects
+        values = frame[name].to_numpy(dtype=float)
+        measured = name not in unavailable
+        missing = np.isnan(values) if measured else np.zeros(len(values), dtype=bool)
+        outside = ~np.isnan(values) & ((values < 0) | (values > upper))
+        bad = missing | outside
+        rows.append({
+            "feature": name, "unit": unit, "upper": upper,
+            "missing": int(missing.sum()), "out_of_bounds": int(outside.sum()),
+            "example": str(ids[np.argmax(bad)]) if bad.any() else None,
+            "used_and_measured": (measured if name in used_set else None),
+            "why_unmeasured": unavailable.get(name),
+            "largest_if_used": (float(np.nanmax(values)) if len(values) and name in used_set and measured else None),
+        })
+    return pd.DataFrame(rows).astype({"used_and_measured": "object"})
+
+
+def feature_checks(columns: pd.DataFrame) -> list[Expect]:
+    """Checks of the per-feature summary `feature_columns` makes (id column: feature)."""
+    gxe = _gxe()
+    by_feature = columns.set_index("feature")
+
+    def listed(column: str, what: str) -> Callable[[Outcome], str]:
+        def explain(outcome: Outcome) -> str:
+            return f"{outcome.unexpected} of {outcome.rows} features {what}: " + "; ".join(
+                f"{name} {by_feature.at[name, column]:,} user(s), e.g. {by_feature.at[name, 'example']}"
+                for name in outcome.samples)
+        return explain
+
+    return [
+        Expect(gxe.ExpectColumnValuesToBeBetween(column="missing", min_value=0, max_value=0), "features present",
+               "no missing value (NaN only for a feature the org cannot measure)",
+               explain=listed("missing", "have missing values")),
+        Expect(gxe.ExpectColumnValuesToBeBetween(column="out_of_bounds", min_value=0, max_value=0),
+               "features within bounds", "0 .. 1 for shares, 0 .. the rate cap, 0 .. active users for people",
+               explain=listed("out_of_bounds", "have values out of bounds")),
+        Expect(gxe.ExpectColumnValuesToBeInSet(column="used_and_measured", value_set=[True]),
+               "features the catalog uses measured on this org",
+               "every one (an unmeasured one: its conditions are dropped, the weights renormalised)", warn=True,
+               explain=lambda outcome: "not measured on this org, so the catalog's conditions on them are dropped: "
+               + "; ".join(f"{name} ({by_feature.at[name, 'why_unmeasured']})" for name in outcome.samples)),
+        Expect(gxe.ExpectColumnValuesToBeBetween(column="largest_if_used", min_value=0, strict_min=True),
+               "features the catalog uses not zero for everyone", "above 0 for someone", warn=True,
+               explain=lambda outcome: "; ".join(f"feature {name}, which the catalog uses, is 0 for every active "
+                                                 "user on this org" for name in outcome.samples)),
+    ]
 
 
 def assignments(labels: Sequence[str], unassigned: str, *, active_users: int) -> list[Expect]:

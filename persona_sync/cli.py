@@ -146,6 +146,8 @@ def pull(
                       f"{result.quarantined:,}", f"{result.held:,}", f"{result.purged:,}", f"{result.api_calls:,}",
                       f"{result.seconds:.1f}")
     console.print(table)
+    for gap in report.gaps():
+        console.print(f"[yellow]{gap}[/yellow]")
 
 
 catalog_app = typer.Typer(help="Check persona catalogs.", no_args_is_help=True)

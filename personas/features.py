@@ -32,9 +32,9 @@ Decisions the data forces (each also in the feature's meaning or source):
 - direct_reports uses the users' current IsActive (staging keeps no history of it), among users
   created before as-of.
 - Owner-based features (cases_closed, opportunities_won, leads_converted, ...) use the current owner.
-- Logins: successful ones only (Status 'Success'); API when ApiType is set (not null, '' or 'N/A'),
-  whatever the LoginType; else mobile when Application or Platform names iOS or Android; else browser.
-  A 'Remote Access 2.0' login with neither (a desktop OAuth app) is therefore a browser login.
+- Logins: successful ones only (Status 'Success'), by channel as LOGIN_CHANNEL_TABLE says: API for an
+  API type, a login type only the API makes, or an OAuth connected app that is neither a browser nor a
+  Salesforce mobile app; mobile for a Salesforce mobile app or a phone platform; else browser.
 - Detail features say how the work is done, not how much: call direction (Task.CallType), tasks
   about no record (neither WhoId nor WhatId) or on a case (WhatId with the Case key prefix 500),
   meetings with a customer (WhoId or WhatId set: a contact or lead, an account, deal or other record),
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -76,6 +77,10 @@ CONTEXT_COLUMNS: tuple[str, ...] = ("Name", "Title", "Department", "Profile", "U
 _USER_CONTEXT = ("Name", "Title", "Department", "ProfileId", "UserRoleId")  # staged User fields behind them
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
+# A source filled in fewer of the window's rows than this is empty in this org: its features are unavailable.
+MIN_FILLED_SHARE = 0.01
+# The key, in a features frame's attrs, of the features its org could not measure (name -> why).
+UNAVAILABLE = "unavailable"
 _MOBILE = r"(?i)\b(ios|android|iphone|ipad)\b"
 _NO_API_TYPE = ("", "N/A")  # real orgs write 'N/A' in ApiType for interactive logins
 
@@ -162,6 +167,9 @@ class Where:
     text: str
     columns: tuple[Column, ...]
     mask: Callable[[pa.Table], pa.ChunkedArray] = field(compare=False, repr=False)
+    # Whether it reads its columns together, needing only one of them filled to tell rows apart ("WhoId or
+    # WhatId is set"), rather than each of them.
+    any_of: bool = False
 
 
 def _column(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray:
@@ -191,14 +199,14 @@ def not_equals(column: Column, value: str, *, empty_counts: bool = False) -> Whe
 def is_blank(*columns: str) -> Where:
     """Rows where every one of `columns` is empty (null or '')."""
     text = " and ".join(f"{column} is empty" for column in columns)
-    return Where(text, columns, lambda table: _all(_blank(table, column) for column in columns))
+    return Where(text, columns, lambda table: _all(_blank(table, column) for column in columns), any_of=True)
 
 
 def is_set(*columns: str) -> Where:
     """Rows where at least one of `columns` is set (not null, not '')."""
     text = " or ".join(f"{column} is set" for column in columns)
     return Where(text if len(columns) == 1 else f"({text})", columns,
-                 lambda table: pc.invert(_all(_blank(table, column) for column in columns)))
+                 lambda table: pc.invert(_all(_blank(table, column) for column in columns)), any_of=True)
 
 
 def starts_with(column: str, prefix: str, meaning: str) -> Where:
@@ -232,18 +240,75 @@ def differs(column: str, other: str) -> Where:
                  lambda table: pc.not_equal(_column(table, column, _TIMESTAMP), _column(table, other, _TIMESTAMP)))
 
 
-def login_channels(table: pa.Table) -> pa.ChunkedArray:
-    """Each LoginHistory row's channel: 'api', 'mobile' or 'browser' (see LOGIN_CHANNEL).
+@dataclass(frozen=True)
+class ChannelRule:
+    """One row of the login-channel table: which LoginHistory rows it takes, and their channel."""
 
-    API first, whatever the LoginType: OAuth apps log in as 'Remote Access 2.0' like the mobile apps,
-    and only ApiType tells them apart. Real orgs write 'N/A' in ApiType for interactive logins.
-    """
-    api_type = _column(table, "ApiType", pa.string())
-    is_api = pc.and_(pc.is_valid(api_type), pc.invert(pc.is_in(api_type, value_set=pa.array(_NO_API_TYPE))))
-    is_mobile = pc.fill_null(pc.or_kleene(
-        pc.match_substring_regex(_column(table, "Application", pa.string()), _MOBILE),
-        pc.match_substring_regex(_column(table, "Platform", pa.string()), _MOBILE)), False)
-    return pc.if_else(is_api, "api", pc.if_else(is_mobile, "mobile", "browser"))
+    when: str
+    channel: str
+    why: str
+    test: Callable[[pa.Table], pa.ChunkedArray] = field(compare=False, repr=False)
+
+
+def _text(table: pa.Table, column: str) -> pa.ChunkedArray:
+    return _column(table, column, pa.string()) if column in table.column_names else \
+        pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+
+
+def _matches(table: pa.Table, column: str, pattern: str) -> pa.ChunkedArray:
+    return pc.fill_null(pc.match_substring_regex(_text(table, column), pattern), False)
+
+
+def _one_of(table: pa.Table, column: str, values: tuple[str, ...]) -> pa.ChunkedArray:
+    return pc.fill_null(pc.is_in(_text(table, column), value_set=pa.array(values, type=pa.string())), False)
+
+
+def _api_type_set(table: pa.Table) -> pa.ChunkedArray:
+    api_type = _text(table, "ApiType")
+    return pc.and_(pc.is_valid(api_type), pc.invert(pc.is_in(api_type, value_set=pa.array(_NO_API_TYPE))))
+
+
+# LoginHistory.LoginType values (Salesforce's picklist) that are API sessions by their nature, and those of
+# OAuth clients, which are the Salesforce mobile apps, a browser or a connected app (an integration).
+API_LOGIN_TYPES = ("Other Apex API", "Partner Product", "AppExchange", "Networks Portal API Only")
+OAUTH_LOGIN_TYPES = ("Remote Access 2.0", "Remote Access Client")
+_SALESFORCE_MOBILE_APP = r"(?i)^salesforce(1|a)?\b.*\b(ios|android|mobile|iphone|ipad)\b|^salesforce(1|a)$"
+_NOT_AN_APP = ("", "N/A", "Browser", "Unknown")
+
+# The login-channel table, first matching row wins. It follows how Salesforce records logins, not how one
+# org does: some orgs record an integration's ApiType, others only an OAuth connected-app login.
+LOGIN_CHANNEL_TABLE: tuple[ChannelRule, ...] = (
+    ChannelRule("ApiType is set (not empty, not 'N/A')", "api",
+                "only API clients record an API type (SOAP Partner, REST, Bulk API, ...)", _api_type_set),
+    ChannelRule(f"LoginType is one of {list(API_LOGIN_TYPES)}", "api",
+                "logins that only the API makes (Apex API, partner products, AppExchange, API-only portals)",
+                lambda table: _one_of(table, "LoginType", API_LOGIN_TYPES)),
+    ChannelRule("Application names a Salesforce mobile app ('Salesforce for iOS' / 'for Android', "
+                "'Salesforce Mobile', 'Salesforce1', 'SalesforceA')", "mobile",
+                "the Salesforce mobile apps, under their current and older names",
+                lambda table: _matches(table, "Application", _SALESFORCE_MOBILE_APP)),
+    ChannelRule("Platform names iOS, Android, iPhone or iPad", "mobile",
+                "a phone or tablet, whatever the app (some orgs record only the platform)",
+                lambda table: _matches(table, "Platform", _MOBILE)),
+    ChannelRule(f"LoginType is one of {list(OAUTH_LOGIN_TYPES)} and Application is another app "
+                f"(not empty, {', '.join(repr(v) for v in _NOT_AN_APP[1:])})", "api",
+                "an OAuth connected app that is neither a browser nor a Salesforce mobile app: an integration",
+                lambda table: pc.and_(_one_of(table, "LoginType", OAUTH_LOGIN_TYPES),
+                                      pc.invert(pc.fill_null(pc.is_in(_text(table, "Application"),
+                                                                      value_set=pa.array(_NOT_AN_APP)), True)))),
+    ChannelRule("any other login ('Application', SAML and other single sign-on, ...)", "browser",
+                "an interactive login in a web browser",
+                lambda table: pa.chunked_array([pa.array(np.ones(table.num_rows, dtype=bool))])),
+)
+
+
+def login_channels(table: pa.Table) -> pa.ChunkedArray:
+    """Each LoginHistory row's channel, 'api', 'mobile' or 'browser': the first row of LOGIN_CHANNEL_TABLE
+    that matches it (a column the table lacks reads as empty)."""
+    channel = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+    for rule in reversed(LOGIN_CHANNEL_TABLE):  # earlier rows overwrite later ones: the first match wins
+        channel = pc.if_else(rule.test(table), rule.channel, channel)
+    return channel
 
 
 def won_at(table: pa.Table) -> pa.ChunkedArray:
@@ -261,21 +326,30 @@ WON_AT = Derived(
 
 
 LOGIN_CHANNEL = Derived(
-    "channel", ("ApiType", "Application", "Platform"),
-    "api when ApiType is set (not null, '' or 'N/A'), else mobile when Application or Platform names iOS or "
-    "Android (the Salesforce mobile apps), else browser", login_channels)
+    "channel", ("LoginType", "ApiType", "Application", "Platform"),
+    "by the login-channel table (LOGIN_CHANNEL_TABLE): api for an API type, an API login type or an OAuth "
+    "connected app; mobile for a Salesforce mobile app or a phone platform; else browser", login_channels,
+    # Orgs fill these unevenly (no ApiType where integrations log in as connected apps): none must be set.
+    optional=("ApiType", "Application", "Platform"))
 
 
 @dataclass(frozen=True)
 class Count:
-    """Rows of one object, one activity each, for the user in column `user`, when `at` is in the window.
+    """Rows of one object, one activity each, for the user the row names, when `at` is in the window.
 
-    `at` is a staged timestamp or date column, or a Derived one (for example when a deal was won)."""
+    `user`: the field naming the user, or several in order of preference: a row counts for the first one
+    it fills (an org or export may lack OwnerId where CreatedById is there; the pull's streams declare the
+    same order). `at` is a staged timestamp or date column, or a Derived one (when a deal was won)."""
 
     sobject: str
-    user: str
+    user: str | tuple[str, ...]
     at: Column
     where: tuple[Where, ...] = ()
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The user fields, in order of preference."""
+        return (self.user,) if isinstance(self.user, str) else self.user
 
     @property
     def derived(self) -> tuple[Derived, ...]:
@@ -292,18 +366,41 @@ class Count:
     def columns(self) -> tuple[str, ...]:
         """The staged columns to read (those the derived columns are computed from included)."""
         staged = (c for w in self.where for c in w.columns if not isinstance(c, Derived))
-        return tuple(dict.fromkeys((self.user, *self.dated_by, *staged, *(c for d in self.derived for c in d.columns))))
+        return tuple(dict.fromkeys((*self.users, *self.dated_by, *staged,
+                                    *(c for d in self.derived for c in d.columns))))
 
     @property
     def required(self) -> tuple[str, ...]:
-        """The staged columns it cannot do without: `columns` but those a derived column can do without."""
-        optional = {c for d in self.derived for c in d.optional}
+        """The staged columns it cannot do without: `columns` but the user fields (one of them is needed, not
+        each) and those a derived column can do without."""
+        optional = {c for d in self.derived for c in d.optional} | set(self.users)
         return tuple(c for c in self.columns if c not in optional)
+
+    @property
+    def needs(self) -> tuple[tuple[str, ...], ...]:
+        """What must be filled for it to be measured, as groups of which one column each must be: the user
+        fields (one of them), a filter reading columns together (one of them), each other required column."""
+        grouped = [w for w in self.where if w.any_of]
+        together = {c for w in grouped for c in w.columns}
+        groups = [self.users, *(tuple(_name(c) for c in w.columns) for w in grouped)]
+        groups += [(column,) for column in self.required if column not in together]
+        return tuple(dict.fromkeys(groups))
+
+    def actors(self, table: pa.Table) -> pa.ChunkedArray:
+        """Each row's user: the first of `users` the row fills (null where none is)."""
+        actor = None
+        for name in reversed(self.users):
+            values = _column(table, name, pa.string()).cast(pa.string())
+            filled = pc.fill_null(pc.not_equal(values, ""), False)
+            actor = values if actor is None else pc.if_else(filled, values, actor)
+        assert actor is not None
+        return actor
 
     def describe(self) -> str:
         filters = f" where {' and '.join(w.text for w in self.where)}" if self.where else ""
         derived = "".join(f" ({d.name}: {d.meaning})" for d in self.derived)
-        return f"{self.sobject} rows{filters}, counted for {self.user}, dated by {_name(self.at)}{derived}"
+        who = self.users[0] + "".join(f", else {name}" for name in self.users[1:])
+        return f"{self.sobject} rows{filters}, counted for {who}, dated by {_name(self.at)}{derived}"
 
 
 @dataclass(frozen=True)
@@ -367,31 +464,36 @@ def _changed(sobject: str) -> tuple[Count, Count]:
             Count(sobject, "LastModifiedById", "LastModifiedDate", (differs("LastModifiedDate", "CreatedDate"),)))
 
 
+# Who did it, on objects that name both an owner and a creator: the field the feature means first, the
+# other where a row (or the whole org, or a partial export) leaves it empty.
+_OWNER = ("OwnerId", "CreatedById")
+_CREATOR = ("CreatedById", "OwnerId")
+
 _ACTIVITY: tuple[Feature, ...] = (
-    _rate("calls", "calls logged", Count("Task", "OwnerId", "CreatedDate", (equals("TaskSubtype", "Call"),))),
+    _rate("calls", "calls logged", Count("Task", _OWNER, "CreatedDate", (equals("TaskSubtype", "Call"),))),
     _rate("emails", "emails logged (one to one; list emails not included)",
-          Count("Task", "OwnerId", "CreatedDate", (equals("TaskSubtype", "Email"),))),
+          Count("Task", _OWNER, "CreatedDate", (equals("TaskSubtype", "Email"),))),
     _rate("list_emails", "list (bulk) emails created, one per send whatever the audience",
-          Count("ListEmail", "OwnerId", "CreatedDate"),
+          Count("ListEmail", _OWNER, "CreatedDate"),
           note="Tasks with TaskSubtype 'ListEmail' are per recipient and not counted"),
-    _rate("meetings", "meetings held (by start time, not booking time)", Count("Event", "OwnerId", "StartDateTime")),
-    _rate("leads_created", "leads created", Count("Lead", "CreatedById", "CreatedDate")),
+    _rate("meetings", "meetings held (by start time, not booking time)", Count("Event", _OWNER, "StartDateTime")),
+    _rate("leads_created", "leads created", Count("Lead", _CREATOR, "CreatedDate")),
     _rate("leads_converted", "own leads converted",
-          Count("Lead", "OwnerId", "ConvertedDate", (is_true("IsConverted"),))),
-    _rate("opportunities_created", "opportunities created", Count("Opportunity", "CreatedById", "CreatedDate")),
+          Count("Lead", _OWNER, "ConvertedDate", (is_true("IsConverted"),))),
+    _rate("opportunities_created", "opportunities created", Count("Opportunity", _CREATOR, "CreatedDate")),
     _rate("opportunities_won", "own opportunities won in the window",
-          Count("Opportunity", "OwnerId", WON_AT, (is_true("IsWon"),))),
+          Count("Opportunity", _OWNER, WON_AT, (is_true("IsWon"),))),
     _rate("upsell_renewals", "own upgrade and replacement (renewal) opportunities opened",
-          Count("Opportunity", "OwnerId", "CreatedDate",
+          Count("Opportunity", _OWNER, "CreatedDate",
                 (equals("Type", "Existing Customer - Upgrade", "Existing Customer - Replacement"),))),
-    _rate("quotes", "quotes prepared", Count("Quote", "CreatedById", "CreatedDate")),
-    _rate("contracts", "contracts drawn up", Count("Contract", "CreatedById", "CreatedDate")),
-    _rate("contacts_created", "contacts created", Count("Contact", "CreatedById", "CreatedDate")),
+    _rate("quotes", "quotes prepared", Count("Quote", _CREATOR, "CreatedDate")),
+    _rate("contracts", "contracts drawn up", Count("Contract", _CREATOR, "CreatedDate")),
+    _rate("contacts_created", "contacts created", Count("Contact", _CREATOR, "CreatedDate")),
     _rate("contacts_updated", "contact field changes made",
           Count("ContactHistory", "CreatedById", "CreatedDate", (not_equals("Field", "created"),))),
-    _rate("cases_closed", "own cases closed", Count("Case", "OwnerId", "ClosedDate", (is_true("IsClosed"),))),
+    _rate("cases_closed", "own cases closed", Count("Case", _OWNER, "ClosedDate", (is_true("IsClosed"),))),
     _rate("cases_escalated", "own cases opened in the window that are escalated",
-          Count("Case", "OwnerId", "CreatedDate", (is_true("IsEscalated"),))),
+          Count("Case", _OWNER, "CreatedDate", (is_true("IsEscalated"),))),
     _rate("case_comments", "case comments written", Count("CaseComment", "CreatedById", "CreatedDate")),
     _rate("case_reassignments", "cases moved to another owner",
           Count("CaseHistory", "CreatedById", "CreatedDate", (equals("Field", "Owner"),))),
@@ -406,9 +508,9 @@ _ACTIVITY: tuple[Feature, ...] = (
     _rate("users_created", "users created",
           Count("SetupAuditTrail", "CreatedById", "CreatedDate", (equals("Action", "createduser"),))),
     _rate("chatter_posts", "Chatter posts", Count("FeedItem", "CreatedById", "CreatedDate")),
-    _rate("campaigns", "campaigns created", Count("Campaign", "CreatedById", "CreatedDate")),
+    _rate("campaigns", "campaigns created", Count("Campaign", _CREATOR, "CreatedDate")),
     _rate("email_templates", "email templates created",
-          Count("EmailTemplate", "CreatedById", "CreatedDate"),
+          Count("EmailTemplate", _CREATOR, "CreatedDate"),
           note="modifications are not counted: the stream pulls no LastModifiedDate"),
 )
 
@@ -443,19 +545,19 @@ AUTOMATION_SECTIONS = ("Flows", "Process Builder", "Workflow Rules", "Approval P
 # activity_total; each is read as a share of the rate it details (below).
 _DETAIL: tuple[Feature, ...] = (
     _rate("inbound_calls", "calls the user took (CallType 'Inbound')",
-          Count("Task", "OwnerId", "CreatedDate", (equals("TaskSubtype", "Call"), equals("CallType", "Inbound")))),
+          Count("Task", _OWNER, "CreatedDate", (equals("TaskSubtype", "Call"), equals("CallType", "Inbound")))),
     _rate("tasks_logged", "tasks logged: calls, emails and to-dos (list email recipients not included)",
-          Count("Task", "OwnerId", "CreatedDate", _TASKS_LOGGED)),
+          Count("Task", _OWNER, "CreatedDate", _TASKS_LOGGED)),
     _rate("internal_tasks", "tasks logged about no customer record (neither WhoId nor WhatId)",
-          Count("Task", "OwnerId", "CreatedDate", (*_TASKS_LOGGED, is_blank("WhoId", "WhatId")))),
+          Count("Task", _OWNER, "CreatedDate", (*_TASKS_LOGGED, is_blank("WhoId", "WhatId")))),
     _rate("case_tasks", "tasks logged on a case",
-          Count("Task", "OwnerId", "CreatedDate", (*_TASKS_LOGGED, starts_with("WhatId", _CASE_KEY_PREFIX, "a Case")))),
+          Count("Task", _OWNER, "CreatedDate", (*_TASKS_LOGGED, starts_with("WhatId", _CASE_KEY_PREFIX, "a Case")))),
     _rate("customer_meetings",
           "meetings with a customer (about a contact or lead, or an account, deal or other record)",
-          Count("Event", "OwnerId", "StartDateTime", (is_set("WhoId", "WhatId"),))),
+          Count("Event", _OWNER, "StartDateTime", (is_set("WhoId", "WhatId"),))),
     _rate("opportunities_opened", "own opportunities opened",
-          Count("Opportunity", "OwnerId", "CreatedDate")),
-    _rate("cases_opened", "own cases opened", Count("Case", "OwnerId", "CreatedDate")),
+          Count("Opportunity", _OWNER, "CreatedDate")),
+    _rate("cases_opened", "own cases opened", Count("Case", _OWNER, "CreatedDate")),
     _rate("user_admin_changes", "setup changes that administer users (users, permission sets, profiles, roles)",
           Count("SetupAuditTrail", "CreatedById", "CreatedDate", (equals("Section", *USER_ADMIN_SECTIONS),))),
     _rate("automation_changes", "setup changes to automation and integration (flows, Apex, connected apps, ...)",
@@ -578,14 +680,17 @@ def compute_features_partitioned(staging: StagedRecords, window: Window, partiti
     ids = users["Id"].to_pylist()
     parts = [part for part in partition_users(ids, partitions) if part]
     frames = _compute(staging, window, users, parts)
-    return pd.concat(frames).reindex(pd.Index(ids, name="Id"))
+    features = pd.concat(frames).reindex(pd.Index(ids, name="Id"))
+    features.attrs[UNAVAILABLE] = dict(frames[0].attrs[UNAVAILABLE])
+    return features
 
 
 def _compute(staging: StagedRecords, window: Window, users: pa.Table,
              partitions: list[list[str]]) -> list[pd.DataFrame]:
     """One frame per partition; scans each object once, counting for every user, then splits the counts."""
     everyone = users["Id"].combine_chunks()
-    counts = _count_activity(staging, window, everyone)
+    counts, unavailable_rates = _count_activity(staging, window, everyone)
+    unavailable = _availability(unavailable_rates)
     reports, leads = _direct_reports(users, window, everyone)
     context = _context(staging, users)
     frames = []
@@ -593,7 +698,7 @@ def _compute(staging: StagedRecords, window: Window, users: pa.Table,
         value_set = pa.array(ids, type=pa.string())
         rows = pc.index_in(value_set, value_set=everyone).to_numpy(zero_copy_only=False)
         frames.append(_frame(value_set, window, {name: total[rows] for name, total in counts.items()},
-                             reports[rows], leads[rows], context))
+                             reports[rows], leads[rows], context, unavailable))
     return frames
 
 
@@ -630,27 +735,74 @@ def _counts_by_object() -> dict[str, list[tuple[str, Count]]]:
     return grouped
 
 
-def _count_activity(staging: StagedRecords, window: Window, users: pa.Array) -> dict[str, np.ndarray]:
-    """Per Rate feature: the rows counted for each of `users` (in its order). Each object is read once,
-    one Id bucket at a time, only the rows some of its features date inside the window."""
+def _count_activity(staging: StagedRecords, window: Window,
+                    users: pa.Array) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Per Rate feature: the rows counted for each of `users` (in its order), and why each rate that cannot
+    be measured on this org is unavailable (see `_unavailable`). Each object is read once, one Id bucket
+    at a time, only the rows some of its features date inside the window."""
     totals = {feature.name: np.zeros(len(users), dtype=np.int64) for feature in FEATURES
               if isinstance(feature.measure, Rate)}
+    unavailable: dict[str, str] = {}
     for sobject, counts in _counts_by_object().items():
         columns = list(dict.fromkeys(column for _, count in counts for column in count.columns))
         dated_by = list(dict.fromkeys(column for _, count in counts for column in count.dated_by))
-        read = 0
+        seen = _Seen()
         for table in staging.buckets(sobject, columns, where=lambda table: _any_in_window(table, dated_by, window)):
-            read += table.num_rows
+            seen.rows += table.num_rows
             for derived in dict.fromkeys(d for _, count in counts for d in count.derived):
                 table = table.append_column(derived.name, derived.compute(table))
+            actors = {count.users: count.actors(table) for _, count in counts}
+            for group in dict.fromkeys(group for _, count in counts for group in count.needs):
+                seen.filled[group] += (len(actors[group]) - actors[group].null_count if group in actors
+                                       else _filled(table, group))
             for name, count in counts:
                 mask = window.mask(table[_name(count.at)])
                 for where in count.where:
                     mask = pc.and_(mask, pc.fill_null(where.mask(table), False))
-                totals[name] += _per_user(table[count.user].filter(mask), users)
-        if not read:
-            log.info("features: nothing of %s in the window; its features are 0", sobject)
-    return totals
+                totals[name] += _per_user(actors[count.users].filter(mask), users)
+        for name, count in counts:
+            reason = _unavailable(count, seen, window)
+            if reason and name not in unavailable:
+                unavailable[name] = reason
+        if not seen.rows:
+            log.info("features: nothing of %s in the window; its features are unavailable", sobject)
+    return totals, unavailable
+
+
+@dataclass
+class _Seen:
+    """What one object's rows in the window fill: rows, and rows filling each group of `Count.needs`."""
+
+    rows: int = 0
+    filled: Counter = field(default_factory=Counter)
+
+
+def _filled(table: pa.Table, group: tuple[str, ...]) -> int:
+    """Rows of `table` that set (not null, not '') at least one of the columns in `group`."""
+    filled = None
+    for name in group:
+        values = table[name] if name in table.column_names else None
+        if values is None or pa.types.is_null(values.type):
+            continue
+        mask = pc.is_valid(values)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            mask = pc.fill_null(pc.not_equal(values, ""), False)
+        filled = mask if filled is None else pc.or_(filled, mask)
+    return 0 if filled is None else int(pc.sum(filled.cast(pa.int64())).as_py() or 0)
+
+
+def _unavailable(count: Count, seen: _Seen, window: Window) -> str | None:
+    """Why `count` cannot be measured on this org, or None when it can: its object has no row in the
+    window, or a column it reads (or all of its user fields) is empty in (almost) every such row. A zero
+    measured there would be a blind spot, not a fact about the users."""
+    if not seen.rows:
+        return f"no {count.sobject} row in the {window.days} days to {window.as_of:%Y-%m-%d} (absent from the org?)"
+    least = seen.rows * MIN_FILLED_SHARE
+    empty = [" and ".join(group) for group in count.needs if seen.filled[group] < least]
+    if empty:
+        return (f"{', '.join(f'{count.sobject}.{name}' for name in empty)} filled in fewer than "
+                f"{MIN_FILLED_SHARE:.0%} of its {seen.rows:,} rows in the window")
+    return None
 
 
 def _any_in_window(table: pa.Table, dated_by: list[str], window: Window) -> pa.ChunkedArray:
@@ -700,15 +852,19 @@ def _names(staging: StagedRecords, sobject: str, ids: pa.ChunkedArray) -> pa.Chu
 
 
 def _frame(ids: pa.Array, window: Window, counts: dict[str, np.ndarray], reports: np.ndarray,
-           leads: np.ndarray, context: pa.Table) -> pd.DataFrame:
-    """One partition's features, in FEATURES order, then its users' context."""
+           leads: np.ndarray, context: pa.Table, unavailable: dict[str, str]) -> pd.DataFrame:
+    """One partition's features, in FEATURES order, then its users' context. An unavailable feature is NaN
+    for everyone; a total adds up the parts this org has."""
     values: dict[str, np.ndarray] = {}
+    missing = np.full(len(ids), np.nan)
     for feature in FEATURES:
         measure = feature.measure
-        if isinstance(measure, Rate):
+        if feature.name in unavailable:
+            values[feature.name] = missing
+        elif isinstance(measure, Rate):
             values[feature.name] = counts[feature.name] * 30.0 / window.days
         elif isinstance(measure, Total):
-            values[feature.name] = _sum(values[part] for part in measure.parts)
+            values[feature.name] = _sum(values[part] for part in measure.parts if part not in unavailable)
         elif isinstance(measure, Ratio):
             part, whole = values[measure.part], _sum(values[name] for name in measure.whole)
             values[feature.name] = np.divide(part, whole, out=np.zeros(len(part)), where=whole > 0)
@@ -719,7 +875,35 @@ def _frame(ids: pa.Array, window: Window, counts: dict[str, np.ndarray], reports
     rows = context.take(pc.index_in(ids, value_set=context["Id"])).drop_columns(["Id"]).to_pandas()
     index = pd.Index(ids.to_pylist(), name="Id")
     rows.index = index
-    return pd.concat([pd.DataFrame(values, index=index), rows[list(CONTEXT_COLUMNS)]], axis=1)
+    frame = pd.concat([pd.DataFrame(values, index=index), rows[list(CONTEXT_COLUMNS)]], axis=1)
+    frame.attrs[UNAVAILABLE] = dict(unavailable)
+    return frame
+
+
+def _availability(unavailable_rates: dict[str, str]) -> dict[str, str]:
+    """Every feature this org cannot measure, with why: the rates `_count_activity` found blind, the
+    shares of those (a share of a rate, or of a whole that includes one), and a total none of whose parts
+    is measured."""
+    unavailable = dict(unavailable_rates)
+    for feature in FEATURES:
+        measure = feature.measure
+        if isinstance(measure, Total) and all(part in unavailable for part in measure.parts):
+            unavailable[feature.name] = "none of its parts is measured on this org"
+        elif isinstance(measure, Ratio):
+            blind = [name for name in (measure.part, *measure.whole) if name in unavailable]
+            if blind:
+                unavailable[feature.name] = f"{blind[0]} is unavailable: {unavailable[blind[0]]}"
+    return unavailable
+
+
+def unavailable_features(features: pd.DataFrame) -> dict[str, str]:
+    """The features a frame from `compute_features` could not measure on its org (NaN for every user), with
+    why. Read from the frame itself (its attrs survive Parquet), else from its all-NaN feature columns."""
+    recorded = features.attrs.get(UNAVAILABLE)
+    if recorded is not None:
+        return dict(recorded)
+    return {name: "not measured on this org" for name in FEATURE_NAMES
+            if name in features.columns and len(features) and features[name].isna().all()}
 
 
 def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:

@@ -6,7 +6,11 @@ Scoring (vectorised: one numpy operation per condition, over all users at once):
   over S below `at_least` (above `at_most`), so a value halfway into the ramp earns 0.5. A missing
   value (NaN) or a ratio with a zero denominator earns 0.
 - A persona's score is the weighted mean of its conditions' credits, sum(weight x credit) / sum(weight),
-  in [0, 1]; it is 0 when any `required` test fails or any `exclusion` holds. Scores are rounded to six
+  in [0, 1]; it is 0 when any `required` test fails or any `exclusion` holds.
+- A feature the org cannot measure (its source is absent or empty there: `unavailable_features`) is
+  never read as zero: every condition, required test or exclusion on it is dropped for the run, and the
+  remaining conditions' weights are renormalised (the mean is over what is measured). A persona left
+  with no condition scores 0. Scores are rounded to six
   decimals, so equal scores are equal on every machine.
 
 Assignment (`assign`): the best persona if its score reaches its `min_score`, else `Unassigned`.
@@ -23,10 +27,10 @@ import pandas as pd
 
 from core.errors import PersonaSyncError
 from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
-from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio
+from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio, unavailable_features
 
 __all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "credit_of", "explain",
-           "holds", "score_personas", "subject_values", "values_of"]
+           "holds", "measured", "score_personas", "subject_values", "values_of"]
 
 REASON_MAX_CHARS = 255  # the Salesforce text field the reason is written to
 REASON_TOP_CONDITIONS = 3
@@ -43,19 +47,32 @@ def score_personas(features: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     """Every user's score (0..1) for every persona: index = the features' index, columns = persona labels
     in catalog order. Raises RuleInputError when a feature the catalog reads is not a column."""
     _check_columns(features, catalog)
-    return pd.DataFrame({persona.label: _persona_score(persona, features) for persona in catalog.personas},
-                        index=features.index)
+    unavailable = set(unavailable_features(features))
+    return pd.DataFrame({persona.label: _persona_score(persona, features, unavailable)
+                         for persona in catalog.personas}, index=features.index)
 
 
-def _persona_score(persona: Persona, features: pd.DataFrame) -> np.ndarray:
+def measured(criteria: list[Criterion] | list[Condition], unavailable: set[str]) -> list:
+    """The criteria whose features this org measures: those reading an unavailable feature are dropped."""
+    return [criterion for criterion in criteria if not _subject_names(criterion) & unavailable]
+
+
+def _subject_names(criterion: Criterion) -> set[str]:
+    return {criterion.feature} if criterion.feature is not None else set(criterion.ratio or ())
+
+
+def _persona_score(persona: Persona, features: pd.DataFrame, unavailable: set[str]) -> np.ndarray:
     rules = persona.rules
-    weights = np.array([condition.weight for condition in rules.conditions])
-    credits = np.column_stack([condition_credit(condition, features) for condition in rules.conditions])
+    conditions = measured(rules.conditions, unavailable)
+    if not conditions:
+        return np.zeros(len(features))
+    weights = np.array([condition.weight for condition in conditions])
+    credits = np.column_stack([condition_credit(condition, features) for condition in conditions])
     score = credits @ weights / weights.sum()
     gate = np.ones(len(features), dtype=bool)
-    for criterion in rules.required:
+    for criterion in measured(rules.required, unavailable):
         gate &= holds(criterion, features)
-    for criterion in rules.exclusions:
+    for criterion in measured(rules.exclusions, unavailable):
         gate &= ~holds(criterion, features)
     return np.round(np.where(gate, score, 0.0), SCORE_DECIMALS)
 
@@ -344,6 +361,8 @@ def explain(user_id: str, features: pd.DataFrame, catalog: Catalog) -> str:
         raise RuleInputError(f"user {user_id} has no features (not an active user of the org, or not pulled yet); "
                              "check the Id, then run a pull and the feature stage")
     one = features.loc[[user_id]]
+    one.attrs = dict(features.attrs)
+    unavailable = unavailable_features(features)
     decision = assign(one, catalog).iloc[0]
     scores = score_personas(one, catalog).iloc[0]
     context = [f"{column} {one.iloc[0][column]}" for column in ("Name", "Title", "Department", "Profile")
@@ -353,28 +372,37 @@ def explain(user_id: str, features: pd.DataFrame, catalog: Catalog) -> str:
              f"{decision['confidence']:.2f})",
              f"Reason: {decision['reason']}",
              "Rates are per 30 days; shares are of the user's activity (or logins).", ""]
+    used = {name: why for name, why in unavailable.items() if name in catalog.features}
+    if used:
+        lines += ["Not measured on this org, so every condition on them is dropped and the other weights "
+                  "renormalised:", *(f"  {name}: {why}" for name, why in used.items()), ""]
     for persona in sorted(catalog.personas, key=lambda p: -scores[p.label]):
-        lines.extend(_explain_persona(persona, one, float(scores[persona.label])))
+        lines.extend(_explain_persona(persona, one, float(scores[persona.label]), set(unavailable)))
     return "\n".join(lines)
 
 
-def _explain_persona(persona: Persona, one: pd.DataFrame, score: float) -> list[str]:
+def _explain_persona(persona: Persona, one: pd.DataFrame, score: float, unavailable: set[str]) -> list[str]:
     rules = persona.rules
     lines = [f"{persona.label} [{persona.id}]: score {score:.2f} (min {persona.min_score:.2f})"]
+    dropped = "unavailable on this org: dropped"
     for criterion in rules.required:
         passed = bool(holds(criterion, one)[0])
-        lines.append(f"  required  {_describe(criterion, *_values(criterion, one))}: "
-                     f"{'holds' if passed else 'FAILS -> score 0'}")
+        outcome = dropped if _subject_names(criterion) & unavailable else 'holds' if passed else 'FAILS -> score 0'
+        lines.append(f"  required  {_describe(criterion, *_values(criterion, one))}: {outcome}")
     for criterion in rules.exclusions:
         excluded = bool(holds(criterion, one)[0])
-        lines.append(f"  exclusion {_describe(criterion, *_values(criterion, one))}: "
-                     f"{'HOLDS -> score 0' if excluded else 'does not hold'}")
-    total = sum(condition.weight for condition in rules.conditions)
+        outcome = dropped if _subject_names(criterion) & unavailable else \
+            'HOLDS -> score 0' if excluded else 'does not hold'
+        lines.append(f"  exclusion {_describe(criterion, *_values(criterion, one))}: {outcome}")
+    total = sum(condition.weight for condition in measured(rules.conditions, unavailable))
     for condition in rules.conditions:
-        credit = float(condition_credit(condition, one)[0])
         soft = f", soft {condition.soft:g}" if condition.soft is not None else ""
-        lines.append(f"  weight {condition.weight:g}{soft}: {_describe(condition, *_values(condition, one))}"
-                     f" -> credit {credit:.2f}, contributes {condition.weight * credit / total:.2f}")
+        described = f"  weight {condition.weight:g}{soft}: {_describe(condition, *_values(condition, one))}"
+        if _subject_names(condition) & unavailable:
+            lines.append(f"{described} -> {dropped}")
+            continue
+        credit = float(condition_credit(condition, one)[0])
+        lines.append(f"{described} -> credit {credit:.2f}, contributes {condition.weight * credit / total:.2f}")
     return lines
 
 

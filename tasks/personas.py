@@ -8,7 +8,7 @@ stays small, and each stage's output is on disk for the next run, `explain` and 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from connectors.staging import Staging
 from connectors.state import StateStore
 from core.configs import PersonasConfig, StagingConfig, StateConfig
 from personas.catalog import Catalog, default_catalog_path, load_catalog
-from personas.features import Window, compute_features_partitioned
+from personas.features import Window, compute_features_partitioned, unavailable_features
 from personas.rules import assign
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class AssignmentSummary:
     # Set when the run reuses another run's assignments (its inputs were unchanged, tasks/reuse.py): the
     # run that stored them.
     stored_run_id: str | None = None
+    # Features the catalog reads that this org cannot measure (name -> why): their conditions were dropped.
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 def catalog_for(config: PersonasConfig) -> Catalog:
@@ -87,8 +89,13 @@ def assign_candidates(config: PersonasConfig, state_config: StateConfig, feature
     temporary.replace(path)
     distribution = assignments["persona"].value_counts().sort_index().to_dict()
     log.info("assign: %d users, catalog %s: %s", len(assignments), catalog.version, distribution)
+    unavailable = {name: why for name, why in unavailable_features(features).items() if name in catalog.features}
+    if unavailable:
+        log.warning("assign: %d features the catalog reads are not measured on this org; their conditions are "
+                    "dropped: %s", len(unavailable), ", ".join(unavailable))
     return AssignmentSummary(run_id, as_of, catalog.version, len(assignments),
-                             {str(key): int(value) for key, value in distribution.items()}, features_file, path)
+                             {str(key): int(value) for key, value in distribution.items()}, features_file, path,
+                             unavailable=unavailable)
 
 
 def reused_assignments(config: PersonasConfig, state_config: StateConfig, run_id: str, stored_run_id: str,

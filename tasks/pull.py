@@ -45,12 +45,13 @@ import pyarrow.compute as pc
 from connectors.salesforce import extract
 from connectors.salesforce.client import SalesforceClient
 from connectors.salesforce.extract import Page, RawPage
-from connectors.salesforce.streams import Stream
+from connectors.salesforce.pages import absent_fields
+from connectors.salesforce.streams import REQUIRED_OBJECTS, Stream
 from connectors.staging import BUCKETS, Prune, Staging
 from connectors.state import PullStats, QuarantinedRecord, StateStore, Watermark
 from core.configs import PullConfig, SalesforceConfig, StagingConfig, StateConfig, Transfer
 from core.errors import PersonaSyncError
-from tasks.screening import Rejected, screen
+from tasks.screening import Rejected, row_users, screen
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,17 @@ class StreamResult:
     seconds: float = 0.0
     watermark_from: datetime | None = None
     watermark_to: datetime | None = None
+    # What the org lacks: the whole object (nothing pulled), or declared fields left out of the pull.
+    absent: bool = False
+    absent_fields: list[str] = field(default_factory=list)
+    # Rows read this pull that name a user, by the field that named it, in the stream's order of
+    # preference (OwnerId, then CreatedById, ...): rows under a later field needed a fallback.
+    attributed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fallbacks(self) -> dict[str, int]:
+        """Rows attributed by a user field other than the stream's first (empty when none needed one)."""
+        return {name: rows for name, rows in list(self.attributed.items())[1:] if rows}
 
 
 @dataclass
@@ -111,6 +123,21 @@ class PullReport:
     @property
     def held(self) -> int:
         return sum(result.held for result in self.streams)
+
+    def gaps(self) -> list[str]:
+        """What the org lacked, one line each: objects absent, fields left out of the pull, rows attributed
+        by a fallback user field. Empty for an org that has everything the streams declare."""
+        lines = []
+        for result in sorted(self.streams, key=lambda item: item.sobject):
+            if result.absent:
+                lines.append(f"{result.sobject}: not in this org (or hidden from the integration user); not pulled")
+                continue
+            if result.absent_fields:
+                lines.append(f"{result.sobject}: no {', '.join(result.absent_fields)} in this org; pulled without")
+            for name, rows in result.fallbacks.items():
+                lines.append(f"{result.sobject}: {rows:,} rows attributed by {name} (a fallback: "
+                             f"{next(iter(result.attributed))} empty or absent)")
+        return lines
 
     def counts(self) -> dict[str, int]:
         """The counts the run ledger keeps."""
@@ -150,9 +177,9 @@ def pull(client: SalesforceClient, staging: Staging, state: StateStore, streams:
             failures.append((stream.sobject, error))
             one.record_failed()
 
-    for stream in (stream for stream in streams if stream.user_field is None):
+    for stream in (stream for stream in streams if not stream.is_activity):
         run(stream, None)
-    activity = [stream for stream in streams if stream.user_field is not None]
+    activity = [stream for stream in streams if stream.is_activity]
     known_users = staging.read_arrow("User", ["Id"]).column("Id").combine_chunks()
     if activity and len(known_users) == 0:
         failures += [(stream.sobject, PullError("no users are staged yet, so its rows cannot be attributed; it "
@@ -199,7 +226,11 @@ class _StreamPull:
     def run(self) -> StreamResult:
         self.started = time.monotonic()
         self.calls_before = self.client.api_calls_of(self.name)
-        self.schema = extract.stream_schema(self.client, self.stream)
+        schema = extract.stream_schema(self.client, self.stream)
+        if schema is None:
+            return self._absent()
+        self.schema = schema
+        self.user_columns = [name for name in self.stream.user_fields if name in schema.names]
         refreshing = self.full_refresh or self._needs_full_pull()
         watermark = None if refreshing else self.stored
         # In whole seconds, as the query asks (SOQL datetimes have no fractions).
@@ -209,7 +240,13 @@ class _StreamPull:
         expected = extract.count(self.client, self.stream, since=since)
         transfer: Transfer = self.config.mode if self.config.mode != "auto" else (
             "bulk" if expected >= self.config.bulk_threshold else "rest")
-        self.result = StreamResult(self.name, transfer, watermark_from=watermark.value if watermark else None)
+        self.result = StreamResult(self.name, transfer, watermark_from=watermark.value if watermark else None,
+                                   absent_fields=absent_fields(self.stream, self.schema),
+                                   attributed={name: 0 for name in self.stream.user_fields})
+        if self.result.absent_fields:
+            log.warning("pull %s: the org lacks %s (not in its describe, or hidden from the integration user); "
+                        "pulled without them, and the features they feed are unavailable", self.name,
+                        ", ".join(self.result.absent_fields))
         log.info("pull %s: %s rows expected since %s (%s)", self.name, f"{expected:,}", since or "the beginning",
                  transfer)
 
@@ -250,6 +287,19 @@ class _StreamPull:
                                  deletions_value=deletions_value, reconciled_at=reconciled_at)
         self.result.held = self.held.row_count(self.name)
         self.result.watermark_to = new_value
+        self._record()
+        return self.result
+
+    def _absent(self) -> StreamResult:
+        """An object the org lacks (or hides from the integration user): nothing to pull, its watermark
+        left as it was. The reference data every row is checked against cannot be absent."""
+        if self.name in REQUIRED_OBJECTS:
+            raise PullError(f"the org has no {self.name} object the integration user can read, and nothing can be "
+                            "attributed without it: check the integration user's profile (View Setup and "
+                            "Configuration, API Enabled)")
+        log.warning("pull %s: the org has no such object, or does not show it to the integration user; "
+                    "skipped, and the features it feeds are unavailable", self.name)
+        self.result = StreamResult(self.name, "rest", absent=True)
         self._record()
         return self.result
 
@@ -296,12 +346,12 @@ class _StreamPull:
         """Stages the held rows whose user is staged now, read again by Id (so they come with every field
         the stream selects, and as the org has them now). Rows whose user never came within the history
         window go to the quarantine, with why: waiting longer would only keep them from being seen."""
-        if self.known_users is None or self.stream.user_field is None:
+        if self.known_users is None or not self.stream.is_activity:
             return
-        held = self.held.read_arrow(self.name, ["Id", self.stream.user_field, self.cursor])
+        held = self.held.read_arrow(self.name, ["Id", *self.user_columns, self.cursor])
         if held.num_rows == 0:
             return
-        user_known = pc.is_in(held.column(self.stream.user_field), value_set=self.known_users)
+        user_known = pc.fill_null(pc.is_in(row_users(held, self.stream)[0], value_set=self.known_users), False)
         cutoff = pa.scalar(self.now - timedelta(days=self.config.history_days), _TIMESTAMP)
         self._give_up_on(held.filter(pc.and_(pc.invert(user_known), pc.less(held.column(self.cursor), cutoff))))
         ready = held.filter(user_known)
@@ -320,9 +370,12 @@ class _StreamPull:
         """Moves held rows older than the history window to the quarantine."""
         if stale.num_rows == 0:
             return
-        user_field = self.stream.user_field
+        def named_by(row: dict) -> str:
+            name = next((name for name in self.user_columns if row.get(name)), None)
+            return f"{name} {row[name]}" if name else "none"
+
         self.result.quarantined += self._quarantine([
-            Rejected(row["Id"], f"its user ({user_field} {row[user_field]}) was never staged within the "
+            Rejected(row["Id"], f"its user ({named_by(row)}) was never staged within the "
                                 f"{self.config.history_days}-day history window", row)
             for row in stale.to_pylist()])
         self.held.write_tombstones(self.name, stale.column("Id").to_pylist(), stale.column(self.cursor).to_pylist())
@@ -341,7 +394,9 @@ class _StreamPull:
     def _screen_and_write(self, page: Page, moves_watermark: bool) -> None:
         screened = screen(page, self.stream, self.known_users)
         clean = screened.clean
-        held = screened.held.select(["Id", self.stream.user_field, self.cursor]) if screened.held.num_rows else None
+        held = screened.held.select(["Id", *self.user_columns, self.cursor]) if screened.held.num_rows else None
+        for name, rows in screened.attributed.items():
+            self.result.attributed[name] = self.result.attributed.get(name, 0) + rows
         if self.already_staged is not None:
             clean = _without_unchanged(clean, self.already_staged, self.cursor)
         if held is not None and self.already_held is not None:

@@ -87,6 +87,13 @@ def summary_markdown(report: PullReport, summary: AssignmentSummary, checks: lis
         lines += ["", f"## Biggest movements ({sum(moved.values()):,} users changed persona)", "",
                   "| from | to | users |", "|---|---|---:|"]
         lines += [f"| {was} | {now} | {count:,} |" for (was, now), count in moved.most_common(MOVEMENTS_SHOWN)]
+    gaps = report.gaps()
+    if gaps:
+        lines += ["", "## What this org lacks", "", *(f"- {gap}" for gap in gaps)]
+    if summary.unavailable:
+        lines += ["", f"## Features not measured on this org ({len(summary.unavailable)})", "",
+                  "The catalog's conditions on them were dropped and the other weights renormalised.", "",
+                  *(f"- {name}: {why}" for name, why in summary.unavailable.items())]
     noted = [check for check in checks or [] if check.status in ("warned", "forced")]
     if checks:
         lines += ["", "## Checks and guardrails", "",

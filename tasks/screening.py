@@ -2,6 +2,9 @@
 
 Pure functions over Arrow tables, no I/O: the pull feeds them pages and writes what they return.
 
+- **Who**: a row's user is the first of its stream's user fields it fills (OwnerId, else CreatedById:
+  an export may lack the owner where the creator is there). `Screened.attributed` counts the rows each
+  field attributed, so a run can say how many needed a fallback.
 - **Staged**: rows whose user (the owner, creator or login user a feature counts them for) is a staged
   user, and rows owned by a queue or public group (an OwnerId with the Group key prefix `00G`): those are
   valid records that belong to no person, so they count for nobody.
@@ -17,7 +20,7 @@ version with the latest cursor value (connectors/staging/merge.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +49,24 @@ class Screened:
     clean: pa.Table
     held: pa.Table
     rejected: list[Rejected]
+    # Rows attributed by each user field (the stream's first, or a fallback), among rows with a user.
+    attributed: dict[str, int] = field(default_factory=dict)
+
+
+def row_users(table: pa.Table, stream: Stream) -> tuple[pa.ChunkedArray, list[tuple[str, int]]]:
+    """Each row's user: the first of `stream.user_fields` the row fills (a field the table lacks, or an
+    empty value, is skipped), null when none is. Also how many rows each field attributed."""
+    present = [name for name in stream.user_fields if name in table.column_names]
+    user = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])
+    used: list[tuple[str, int]] = []
+    unattributed = pa.array(np.ones(table.num_rows, dtype=bool))
+    for name in present:
+        values = table.column(name).cast(pa.string())
+        filled = pc.and_(unattributed, pc.fill_null(pc.not_equal(values, ""), False))
+        used.append((name, pc.sum(filled.cast(pa.int64())).as_py() or 0))
+        user = pc.if_else(filled, values, user)
+        unattributed = pc.and_(unattributed, pc.invert(filled))
+    return user, used
 
 
 def screen(page: Page, stream: Stream, known_users: pa.Array | None) -> Screened:
@@ -54,14 +75,16 @@ def screen(page: Page, stream: Stream, known_users: pa.Array | None) -> Screened
     table = page.rows
     reasons: list[tuple[pa.Array, str]] = [(page.unparsable, "a date or number does not parse")]
     waiting = _none(table.num_rows)
-    if stream.user_field is not None and known_users is not None:
-        user = table.column(stream.user_field)
-        field = stream.user_field
+    attributed: dict[str, int] = {}
+    if stream.is_activity and known_users is not None:
+        user, used = row_users(table, stream)
+        attributed = {name: rows for name, rows in used if rows}
+        named = " or ".join(stream.user_fields)
         is_user = pc.fill_null(pc.starts_with(user, USER_PREFIX), False)
         is_group = pc.fill_null(pc.starts_with(user, GROUP_PREFIX), False)
-        reasons.append((pc.is_null(user), f"no {field}"))
+        reasons.append((pc.is_null(user), f"no {named}"))
         reasons.append((pc.and_(pc.is_valid(user), pc.invert(pc.or_(is_user, is_group))),
-                        f"{field} names neither a user ({USER_PREFIX}...) nor a queue or group ({GROUP_PREFIX}...)"))
+                        f"{named} names neither a user ({USER_PREFIX}...) nor a queue or group ({GROUP_PREFIX}...)"))
         waiting = pc.and_(is_user, pc.invert(pc.is_in(user, value_set=known_users)))
     rejected_mask = _none(table.num_rows)
     for mask, _ in reasons:
@@ -69,9 +92,9 @@ def screen(page: Page, stream: Stream, known_users: pa.Array | None) -> Screened
     held_mask = pc.and_(waiting, pc.invert(rejected_mask))
     set_aside = pc.or_(rejected_mask, held_mask)
     if not pc.any(set_aside).as_py():  # the usual page: everything is staged, nothing is copied
-        return Screened(table, table.slice(0, 0), [])
+        return Screened(table, table.slice(0, 0), [], attributed)
     rejected = _rejected(page.text(), rejected_mask, reasons) if pc.any(rejected_mask).as_py() else []
-    return Screened(table.filter(pc.invert(set_aside)), table.filter(held_mask), rejected)
+    return Screened(table.filter(pc.invert(set_aside)), table.filter(held_mask), rejected, attributed)
 
 
 def _rejected(text: pa.Table, rejected_mask: pa.Array, reasons: list[tuple[pa.Array, str]]) -> list[Rejected]:

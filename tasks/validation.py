@@ -43,13 +43,16 @@ from expectations.checks import STAGES, STATUS_ORDER, Check, failure_message
 from expectations.guardrails import GUARDRAILS, check_guardrails
 from expectations.runner import Expect, GxRunner
 from personas.catalog import UNASSIGNED, Catalog
-from personas.features import FEATURES, PER_30_DAYS, SHARE, source_fields
+from personas.features import FEATURES, PER_30_DAYS, SHARE, source_fields, unavailable_features
 from tasks.personas import assign_candidates, catalog_for, compute_and_store_features
+from tasks.screening import row_users
 
 log = logging.getLogger(__name__)
 
 # Rows of a staged object validated at once (whole Id buckets are added until a chunk reaches this).
 CHUNK_ROWS = 400_000
+# The column the staging checks add: each row's user, from the first of its stream's user fields it fills.
+USER_COLUMN = "user"
 # The flows whose succeeded runs are the "last good run" a run is compared with.
 SYNC_FLOWS = ("nightly_sync", "backfill")
 # How far the org's clock (which stamps the cursor fields) may run ahead of ours.
@@ -145,7 +148,8 @@ def _row_expects(stream: Stream, scan: _ObjectScan, watermarks: dict[str, Waterm
     cursor_from = None if stream.full_history or watermark is None else watermark.history_start.replace(microsecond=0)
     cursor_to = None if watermark is None else max(watermark.value, watermark.updated_at) + CLOCK_SKEW
     return suites.staged_rows(
-        stream.sobject, stream.key_prefix, user_field=stream.user_field if scan.has(stream.user_field) else None,
+        stream.sobject, stream.key_prefix, user_field=USER_COLUMN if scan.has_user else None,
+        user_label=" or ".join(stream.user_fields),
         cursor=stream.cursor, cursor_from=cursor_from, cursor_to=cursor_to,
         created_field="CreatedDate" if scan.has("CreatedDate") else None, booleans=scan.booleans)
 
@@ -159,8 +163,11 @@ class _ObjectScan:
         self.stream = stream
         staged = staging.columns_in_every_file(stream.sobject) or set()
         self._staged = staged
-        wanted = ["Id", stream.user_field, stream.cursor, "CreatedDate", *self.booleans_of(stream, staged)]
+        wanted = ["Id", *stream.user_fields, stream.cursor, "CreatedDate", *self.booleans_of(stream, staged)]
         self.check_columns = [name for name in dict.fromkeys(wanted) if name and name in staged]
+        # Each row's user (the first user field it fills) is checked as one column: a row may have its
+        # owner, or only its creator where the org lacks owners (tasks/screening.py).
+        self.has_user = any(name in self.check_columns for name in stream.user_fields)
         self.coverage = [name for name in dict.fromkeys(coverage) if name in staged]
         # A coverage field no staged file has is empty for the whole org.
         self.filled = {name: 0 for name in dict.fromkeys(coverage)}
@@ -190,7 +197,10 @@ class _ObjectScan:
             self.rows += bucket.num_rows
             for name in self.coverage:
                 self.filled[name] += _filled(bucket[name])
-            pending.append(bucket.select(self.check_columns))
+            checked = bucket.select(self.check_columns)
+            if self.has_user:
+                checked = checked.append_column(USER_COLUMN, row_users(checked, self.stream)[0])
+            pending.append(checked)
             pending_rows += bucket.num_rows
             if pending_rows >= CHUNK_ROWS:
                 yield _frame(pending)
@@ -273,9 +283,12 @@ def check_features(features_file: Path, staging_config: StagingConfig, config: V
     frame = features[features["IsActive"].astype(bool)].reset_index()
     units = {feature.name: feature.unit for feature in FEATURES}
     runner = GxRunner(stage_docs_dir(config, run_name, "features") if docs else None)
-    expects = suites.features(units, catalog.features, active_users=active_users, share_unit=SHARE,
-                              rate_unit=PER_30_DAYS)
-    checks = runner.validate("features", "features", expects, [frame[["Id", *units]]], id_column="Id")
+    checks = runner.validate("features", "features", suites.features(active_users=active_users), [frame[["Id"]]],
+                             id_column="Id")
+    columns = suites.feature_columns(frame, units, catalog.features, unavailable_features(features),
+                                     share_unit=SHARE, rate_unit=PER_30_DAYS, active_users=active_users)
+    checks += runner.validate("features", "feature columns", suites.feature_checks(columns), [columns],
+                              id_column="feature")
     return StageChecks(checks, runner.build_docs(config.data_docs_dir / "static"))
 
 

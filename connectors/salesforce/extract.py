@@ -4,7 +4,7 @@ The pull (tasks/pull.py) composes these; it never writes SOQL, never picks an en
 a CSV. What is here:
 
 - `stream_schema`: the Arrow schema a stream is staged with, from the org's own describe (its names are
-  the columns every read selects: a stream's optional fields only where the org has them);
+  the columns every read selects: a field only where the org has it), or None for an object it lacks;
 - `count`: how many rows a read since a cursor value would return (it decides REST or Bulk);
 - `read_pages`: the rows since a cursor value, page by page (REST pages in (cursor, Id) order; a Bulk
   API 2.0 job is a snapshot, unordered), each parsed into typed Arrow tables when the caller asks;
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from simple_salesforce.exceptions import SalesforceResourceNotFound
 
 from connectors.salesforce import soql
 from connectors.salesforce.client import SalesforceClient
@@ -32,6 +33,7 @@ from connectors.salesforce.pages import (arrow_schema, csv_page_to_text_table, c
                                         rest_records_to_text_table, typed_table)
 from connectors.salesforce.streams import Stream
 from core.configs import Transfer
+from core.errors import SalesforceError
 
 # Ids per query when rows are read by Id: the query stays far below the URL length a REST GET allows.
 _IDS_PER_QUERY = 200
@@ -86,9 +88,17 @@ class Deletions:
         return max(self.deleted_at) if self.deleted_at else None
 
 
-def stream_schema(client: SalesforceClient, stream: Stream) -> pa.Schema:
-    """The Arrow schema `stream` is staged with, from the org's describe (a field the org lacks is an error)."""
-    describe = client.call(lambda sf: getattr(sf, stream.sobject).describe(), sobject=stream.sobject, call="describe")
+def stream_schema(client: SalesforceClient, stream: Stream) -> pa.Schema | None:
+    """The Arrow schema `stream` is staged with, from the org's describe (pages.arrow_schema says which fields
+    it may lack). None when the org has no such object, or does not show it to the integration user (its
+    describe is NOT_FOUND): there is nothing to pull, and the caller decides whether that is an error."""
+    try:
+        describe = client.call(lambda sf: getattr(sf, stream.sobject).describe(), sobject=stream.sobject,
+                               call="describe")
+    except SalesforceError as error:
+        if isinstance(error.__cause__, SalesforceResourceNotFound):
+            return None
+        raise
     return arrow_schema(stream, {field["name"]: field["type"] for field in describe["fields"]})
 
 

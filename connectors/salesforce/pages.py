@@ -37,14 +37,22 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 def arrow_schema(stream: Stream, field_types: Mapping[str, str]) -> pa.Schema:
     """The staged schema of a stream, from the org's describe (`field name -> Salesforce type`): the columns
-    to read, in order. An optional field the org lacks is left out; any other missing field is an error."""
-    missing = [name for name in stream.columns if name not in field_types and name not in stream.optional]
+    to read, in order. A field the org lacks is left out (`absent_fields` names them), except the Id and the
+    cursor; an activity stream needs one of its user fields too. Those missing are an error."""
+    missing = [name for name in stream.required if name not in field_types]
+    if stream.is_activity and not any(name in field_types for name in stream.user_fields):
+        missing.append(" or ".join(stream.user_fields))
     if missing:
-        raise SalesforceError(f"{stream.sobject} in this org has no field {missing}: check the org's field-level "
-                              "security for the integration user, or the stream declaration",
-                              sobject=stream.sobject, call="describe")
+        raise SalesforceError(f"{stream.sobject} in this org has no field {missing}, which the pull cannot do "
+                              "without: check the org's field-level security for the integration user, or the "
+                              "stream declaration", sobject=stream.sobject, call="describe")
     return pa.schema([(name, _ARROW_TYPES.get(field_types[name], pa.string())) for name in stream.columns
                       if name in field_types])
+
+
+def absent_fields(stream: Stream, schema: pa.Schema) -> list[str]:
+    """The declared fields (not the optional ones) the org's describe lacked, so `arrow_schema` left out."""
+    return [name for name in stream.columns if name not in schema.names and name not in stream.optional]
 
 
 def csv_page_to_text_table(page: Path | str, columns: Sequence[str] | None = None) -> pa.Table:

@@ -2,9 +2,16 @@
 
 Each stream names an sObject and its Id key prefix, the fields persona features need (and no others:
 every extra column costs download time on a large org), the activity it feeds, its cursor field for incremental pulls,
-and the user reference that ties a row to a person (tasks/screening.py says what happens to a row whose
-user is missing, not staged yet, or a queue). Types come from the org's own describe at pull time, so a
-real org and the sandbox are read the same way.
+and the user references that tie a row to a person, in order of preference (tasks/screening.py says what
+happens to a row whose user is missing, not staged yet, or a queue). Types come from the org's own
+describe at pull time, so a real org and the sandbox are read the same way.
+
+What an org may lack: a partial export, a managed package or an old object can miss a field (an
+OwnerId where CreatedById is there) or a whole object. Only the Id, the cursor and one of the user fields
+are required; any other field the org's describe lacks is left out of the pull (and reported), and the
+features it feeds become unavailable for the run rather than zero (personas/features.py). An object the
+org does not have, or does not show the integration user, is skipped and reported, except the
+reference data every row is checked against (REQUIRED_OBJECTS).
 
 Cursor fields: SystemModstamp where the object has it (it changes on every write, system ones
 included); objects without it are append-only logs and use their creation time (LoginHistory:
@@ -25,8 +32,10 @@ class Stream:
     fields: tuple[str, ...]
     feeds: str  # the activity (or context) these rows describe, for people reading the plan
     cursor: str = "SystemModstamp"
-    # The field naming the user who did this (owner, creator, login user); None for reference data.
-    user_field: str | None = "OwnerId"
+    # The fields naming the user who did this (owner, creator, login user), in order of preference: a row
+    # is attributed by the first one it fills (an export may lack the owner where the creator is there).
+    # Empty for reference data.
+    user_fields: tuple[str, ...] = ("OwnerId", "CreatedById")
     # Whether deleted rows are pulled (queryAll, IsDeleted = true, by SystemModstamp) and removed.
     soft_delete: bool = True
     # Reference data is pulled in full on the first run, whatever the history window.
@@ -38,10 +47,20 @@ class Stream:
     optional: tuple[str, ...] = ()
 
     @property
+    def is_activity(self) -> bool:
+        """Whether its rows are someone's activity (checked against the staged users), not reference data."""
+        return bool(self.user_fields)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The fields it cannot be pulled without: the Id and the cursor (one user field is needed too)."""
+        return ("Id", self.cursor)
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        """The fields to select: Id, the declared and optional fields, and the cursor (once each, in that
-        order). The org's describe may leave optional ones out (see pages.arrow_schema)."""
-        return tuple(dict.fromkeys(("Id", *self.fields, *self.optional, self.cursor)))
+        """The fields to select: Id, the declared fields, the user fields, the optional fields and the
+        cursor (once each, in that order). The org's describe may leave some out (see pages.arrow_schema)."""
+        return tuple(dict.fromkeys(("Id", *self.fields, *self.user_fields, *self.optional, self.cursor)))
 
 
 _AUDIT = ("CreatedById", "CreatedDate")
@@ -52,13 +71,13 @@ STREAMS: tuple[Stream, ...] = (
                     "UserType", "CreatedDate", "LastLoginDate"),
            feeds="the people: context (title, department, profile, role, manager), the keys community tables "
                  "know them by (username, email, federation id) and current persona fields",
-           user_field=None, soft_delete=False, full_history=True,
+           user_fields=(), soft_delete=False, full_history=True,
            # The persona fields persona-sync writes: an org has them once its admin has created them.
            optional=("FederationIdentifier", "Persona__c", "Persona_Score__c", "Persona_Confidence__c", "Persona_Reason__c",
                      "Persona_Updated__c")),
-    Stream("Profile", "00e", ("Name",), feeds="profile names (context only)", user_field=None, soft_delete=False,
+    Stream("Profile", "00e", ("Name",), feeds="profile names (context only)", user_fields=(), soft_delete=False,
            full_history=True),
-    Stream("UserRole", "00E", ("Name", "ParentRoleId"), feeds="role names (context only)", user_field=None,
+    Stream("UserRole", "00E", ("Name", "ParentRoleId"), feeds="role names (context only)", user_fields=(),
            soft_delete=False, full_history=True),
     # Sales activity.
     Stream("Task", "00T", ("OwnerId", "TaskSubtype", "Type", "Status", "IsClosed", "ActivityDate", "CallType", "WhoId",
@@ -76,24 +95,24 @@ STREAMS: tuple[Stream, ...] = (
     Stream("Contact", "003", ("OwnerId", *_AUDIT), feeds="contacts created"),
     # History rows have no SystemModstamp and leave only with their parent record: no deletions to pull.
     Stream("ContactHistory", "017", ("ContactId", "Field", *_AUDIT), feeds="contacts updated", cursor="CreatedDate",
-           user_field="CreatedById", soft_delete=False),
+           user_fields=("CreatedById",), soft_delete=False),
     # Service activity.
     Stream("Case", "500", ("OwnerId", "Status", "IsClosed", "ClosedDate", "IsEscalated", "Origin", *_AUDIT),
            feeds="cases closed and escalated"),
-    Stream("CaseComment", "00a", ("ParentId", "IsPublished", *_AUDIT), feeds="case comments", user_field="CreatedById"),
+    Stream("CaseComment", "00a", ("ParentId", "IsPublished", *_AUDIT), feeds="case comments", user_fields=("CreatedById",)),
     Stream("CaseHistory", "017", ("CaseId", "Field", "OldValue", "NewValue", *_AUDIT), feeds="case reassignments",
-           cursor="CreatedDate", user_field="CreatedById", soft_delete=False),
+           cursor="CreatedDate", user_fields=("CreatedById",), soft_delete=False),
     Stream("KnowledgeArticleVersion", "ka0", ("KnowledgeArticleId", "PublishStatus", "VersionNumber", *_AUDIT),
-           feeds="knowledge articles written", user_field="CreatedById",
+           feeds="knowledge articles written", user_fields=("CreatedById",),
            required_filter="PublishStatus IN ('Online', 'Draft', 'Archived')", soft_delete=False),
     # Analytics, administration and collaboration.
     Stream("Report", "00O", ("OwnerId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
-           feeds="reports created or modified", user_field="CreatedById"),
+           feeds="reports created or modified", user_fields=("CreatedById", "LastModifiedById")),
     Stream("Dashboard", "01Z", ("RunningUserId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
-           feeds="dashboards created or modified", user_field="CreatedById"),
+           feeds="dashboards created or modified", user_fields=("CreatedById", "LastModifiedById")),
     Stream("SetupAuditTrail", "0Ym", ("Action", "Section", *_AUDIT), feeds="setup changes and users created",
-           cursor="CreatedDate", user_field="CreatedById", soft_delete=False),
-    Stream("FeedItem", "0D5", ("ParentId", "Type", *_AUDIT), feeds="Chatter posts", user_field="CreatedById"),
+           cursor="CreatedDate", user_fields=("CreatedById",), soft_delete=False),
+    Stream("FeedItem", "0D5", ("ParentId", "Type", *_AUDIT), feeds="Chatter posts", user_fields=("CreatedById",)),
     # Marketing.
     Stream("Campaign", "701", ("OwnerId", "Type", "Status", *_AUDIT), feeds="campaigns"),
     Stream("ListEmail", "0XB", ("OwnerId", "Status", *_AUDIT), feeds="list (bulk) emails"),
@@ -101,9 +120,13 @@ STREAMS: tuple[Stream, ...] = (
            soft_delete=False),
     # Logins, by channel.
     Stream("LoginHistory", "0Ya", ("UserId", "LoginType", "Application", "Platform", "ApiType", "Status"),
-           feeds="logins by channel (browser, mobile, API)", cursor="LoginTime", user_field="UserId",
+           feeds="logins by channel (browser, mobile, API)", cursor="LoginTime", user_fields=("UserId",),
            soft_delete=False),
 )
+
+
+# Reference data every activity row is checked against: a pull without them cannot attribute anything.
+REQUIRED_OBJECTS: tuple[str, ...] = ("User",)
 
 
 def streams_by_name(names: list[str] | None = None) -> list[Stream]:

@@ -103,7 +103,7 @@ def test_an_export_whose_activity_names_no_user_is_refused(tmp_path: Path, monke
     try:
         settings = _configure(replayed, tmp_path / "home", monkeypatch)
         with pytest.raises(ValidationFailed,
-                           match=r"ListEmail: ([\d,]+) of \1 rows name no user \(no OwnerId\)") as raised:
+                           match=r"ListEmail: ([\d,]+) of \1 rows name no user \(no OwnerId or CreatedById\)") as raised:
             nightly_sync(as_of=AS_OF)
         assert raised.value.failed == ["rows quarantined"]
         run_id = _assert_stopped_before_writing(StateStore.from_config(settings.state()), raised.value, stored_runs=0)

@@ -12,9 +12,10 @@ import pyarrow as pa
 import pytest
 
 from connectors.staging import Staging
-from personas.features import (ACTIVITY_FEATURES, CONTEXT_COLUMNS, FEATURE_NAMES, FEATURES, PER_30_DAYS, SHARE,
-                               UNITS, FeatureError, Window, compute_features, compute_features_partitioned,
-                               feature_names, login_channels, partition_users)
+from personas.features import (ACTIVITY_FEATURES, CONTEXT_COLUMNS, FEATURE_NAMES, FEATURES, LOGIN_CHANNEL_TABLE,
+                               PER_30_DAYS, SHARE, UNITS, FeatureError, Window, compute_features,
+                               compute_features_partitioned, feature_names, login_channels, partition_users,
+                               unavailable_features)
 from sandbox.runner import RunningSandbox
 from tests.conftest import AS_OF, pull_org, sandbox_settings
 
@@ -210,10 +211,10 @@ def test_every_activity_feature_has_a_share_and_logins_are_not_activity() -> Non
 
 def test_sources_name_object_filter_and_timestamp() -> None:
     source = {feature.name: feature.source for feature in FEATURES}
-    assert source["calls"] == "Task rows where TaskSubtype = 'Call', counted for OwnerId, dated by CreatedDate"
+    assert source["calls"] == "Task rows where TaskSubtype = 'Call', counted for OwnerId, else CreatedById, dated by CreatedDate"
     assert "CaseHistory" in source["case_reassignments"] and "Field = 'Owner'" in source["case_reassignments"]
     assert "LastModifiedDate != CreatedDate" in source["reports_changed"]
-    assert "ApiType" in source["logins_api"] and "Status = 'Success'" in source["logins_api"]
+    assert "login-channel table" in source["logins_api"] and "Status = 'Success'" in source["logins_api"]
 
 
 # --- the window -----------------------------------------------------------------------------------------
@@ -271,14 +272,45 @@ def test_rates_scale_with_the_window_length(tiny: Staging) -> None:
     assert longer.loc[REP, "calls"] == pytest.approx(7 * 30 / 90)  # the decoy before TINY counts now
 
 
-def test_login_channels_are_api_then_mobile_then_browser() -> None:
-    table = pa.table({
-        "ApiType": [None, "N/A", None, None, "REST", "SOAP Partner", ""],
-        "Application": ["Browser", "Browser", "Salesforce for iOS", "Salesforce for Android", "Data Loader", "N/A",
-                        "Outlook Integration"],
-        "Platform": ["Mac OSX", "Windows 11", "iOS", "Android 14", "Unknown", "Unknown", "Windows 10"],
-    })
-    assert login_channels(table).to_pylist() == ["browser", "browser", "mobile", "mobile", "api", "api", "browser"]
+# One login per row of LOGIN_CHANNEL_TABLE, as Salesforce records it: (LoginType, ApiType, Application,
+# Platform) -> the channel, and the row that must decide it.
+_LOGINS_BY_TABLE_ROW = [
+    (0, ("Remote Access 2.0", "REST", "Data Loader", "Unknown"), "api"),
+    (0, ("Application", "SOAP Partner", "N/A", "Windows 10"), "api"),  # an API type wins over the login type
+    (1, ("Other Apex API", None, "Jitterbit Harmony", "Unknown"), "api"),
+    (1, ("Partner Product", "N/A", "N/A", "Unknown"), "api"),
+    (2, ("Remote Access 2.0", None, "Salesforce for iOS", "iOS"), "mobile"),
+    (2, ("Remote Access 2.0", "N/A", "Salesforce for Android", "Android 14"), "mobile"),
+    (2, ("Remote Access 2.0", None, "Salesforce1", "Unknown"), "mobile"),  # an older name, no platform
+    (2, ("Remote Access 2.0", None, "Salesforce Mobile", None), "mobile"),
+    (3, ("Remote Access 2.0", None, "N/A", "iOS/iPhone"), "mobile"),  # only the platform says it
+    (3, ("Application", None, "Browser", "Android 13"), "mobile"),  # a phone's browser
+    (4, ("Remote Access 2.0", None, "MuleSoft Anypoint", "Unknown"), "api"),  # a connected app, no API type
+    (4, ("Remote Access Client", "", "Outlook Integration", "Windows 11"), "api"),
+    (5, ("Application", None, "Browser", "Mac OSX"), "browser"),
+    (5, ("SAML Idp Initiated SSO", "N/A", "Browser", "Windows 11"), "browser"),
+    (5, ("Remote Access 2.0", None, "Browser", "Windows 10"), "browser"),  # OAuth in a browser, not an app
+    (5, ("Remote Access 2.0", None, "N/A", "Unknown"), "browser"),  # an OAuth login naming no app at all
+]
+
+
+@pytest.mark.parametrize(("row", "login", "channel"), _LOGINS_BY_TABLE_ROW)
+def test_each_row_of_the_login_channel_table(row: int, login: tuple, channel: str) -> None:
+    columns = dict(zip(("LoginType", "ApiType", "Application", "Platform"), ([value] for value in login)))
+    table = pa.table(columns, schema=pa.schema([(name, pa.string()) for name in columns]))
+    assert login_channels(table).to_pylist() == [channel]
+    first_match = next(i for i, rule in enumerate(LOGIN_CHANNEL_TABLE) if rule.test(table).to_pylist()[0])
+    assert first_match == row, f"decided by row {first_match} ({LOGIN_CHANNEL_TABLE[first_match].when})"
+    assert LOGIN_CHANNEL_TABLE[row].channel == channel
+
+
+def test_every_row_of_the_login_channel_table_is_tested() -> None:
+    assert {row for row, _, _ in _LOGINS_BY_TABLE_ROW} == set(range(len(LOGIN_CHANNEL_TABLE)))
+
+
+def test_login_channels_read_a_missing_column_as_empty() -> None:
+    table = pa.table({"Application": ["Browser", "Salesforce for iOS", "Data Loader"]})  # no ApiType, no LoginType
+    assert login_channels(table).to_pylist() == ["browser", "mobile", "browser"]
 
 
 def test_logins_count_successes_by_channel_and_their_shares(tiny_features: pd.DataFrame) -> None:
@@ -312,7 +344,8 @@ def test_activity_total_and_mix_shares(tiny_features: pd.DataFrame) -> None:
 
 def test_a_user_without_activity_has_zeros_and_context(tiny_features: pd.DataFrame) -> None:
     idle = tiny_features.loc[IDLE]
-    assert (idle[list(FEATURE_NAMES)] == 0).all()
+    measured = [name for name in FEATURE_NAMES if name not in unavailable_features(tiny_features)]
+    assert "calls" in measured and (idle[measured] == 0).all()
     assert (idle["Name"], idle["Title"], idle["Profile"], idle["IsActive"]) == ("Ida Idle", "VP Everything",
                                                                                 "System Admin", True)
     assert pd.isna(idle["UserRole"])
@@ -492,7 +525,7 @@ def test_details_are_not_activity_of_their_own(detail_features: pd.DataFrame) ->
     assert {"inbound_calls", "tasks_logged", "customer_meetings", "opportunities_opened",
             "user_admin_changes"}.isdisjoint(ACTIVITY_FEATURES)
     agent = detail_features.loc[AGENT]
-    assert sum(agent[f"{name}_share"] for name in ACTIVITY_FEATURES) == pytest.approx(1.0)
+    assert agent[[f"{name}_share" for name in ACTIVITY_FEATURES]].sum() == pytest.approx(1.0)  # of those measured
 
 
 def test_reports_who_manage_counts_leaders_of_teams(detail_features: pd.DataFrame,
@@ -520,3 +553,44 @@ def test_each_object_is_scanned_once_for_all_partitions(small_org: Staging) -> N
 
     assert {"Task", "Case", "LoginHistory", "User"} <= set(scans)
     assert set(scans.values()) == {1}, scans
+
+
+# --- what an org lacks ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """An org that logs calls without CallType, has no Knowledge at all, and whose ListEmail export lacks
+    OwnerId (the creator is there)."""
+    staging = Staging(tmp_path_factory.mktemp("sparse-staging"))
+    _stage_users(staging)
+    _stage(staging, "Task", _rows(6, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE, TaskSubtype="Call"))
+    _stage(staging, "ListEmail", [*_rows(3, CreatedById=REP, CreatedDate=INSIDE),
+                                  *_rows(1, OwnerId=COLLEAGUE, CreatedById=REP, CreatedDate=INSIDE)])
+    _stage(staging, "Case", _rows(2, OwnerId=COLLEAGUE, CreatedById=COLLEAGUE, CreatedDate=INSIDE, IsClosed=True,
+                                  ClosedDate=INSIDE, IsEscalated=False))
+    return compute_features(staging, TINY)
+
+
+def test_a_feature_whose_source_is_empty_is_unavailable_not_zero(sparse: pd.DataFrame) -> None:
+    unavailable = unavailable_features(sparse)
+    assert "Task.CallType" in unavailable["inbound_calls"]
+    assert sparse["inbound_calls"].isna().all() and sparse["inbound_call_share"].isna().all()
+    assert "inbound_calls" in unavailable["inbound_call_share"]  # a share of an unmeasured rate
+    assert "KnowledgeArticleVersion" in unavailable["articles_written"]  # no such row at all
+    assert sparse["articles_written_share"].isna().all()
+    # What the org does have is measured, zeros included, and the total adds up what is measured.
+    assert sparse.loc[REP, "calls"] == 3 and sparse.loc[COLLEAGUE, "calls"] == 0
+    assert "calls" not in unavailable and "activity_total" not in unavailable
+    assert sparse.loc[REP, "activity_total"] == pytest.approx((6 + 3) / 2)
+    measured_shares = [f"{name}_share" for name in ACTIVITY_FEATURES if name not in unavailable]
+    assert sparse.loc[REP, measured_shares].sum() == pytest.approx(1.0)
+
+
+def test_unavailable_features_survive_parquet(sparse: pd.DataFrame, tmp_path: Path) -> None:
+    sparse.to_parquet(tmp_path / "features.parquet")
+    assert unavailable_features(pd.read_parquet(tmp_path / "features.parquet")) == unavailable_features(sparse)
+
+
+def test_a_row_without_its_owner_counts_for_its_creator(sparse: pd.DataFrame) -> None:
+    assert sparse.loc[REP, "list_emails"] == 3 / 2  # no OwnerId: counted for the creator
+    assert sparse.loc[COLLEAGUE, "list_emails"] == 1 / 2  # the owner, where the row has one

@@ -245,3 +245,36 @@ def test_explain_names_required_and_exclusion_outcomes() -> None:
 def test_explain_an_unknown_user() -> None:
     with pytest.raises(RuleInputError, match="005NOPE"):
         explain("005NOPE", _frame(calls=[1]), _catalog(_persona("p", "P", [{"feature": "calls", "at_least": 1}])))
+
+
+# --- features the org cannot measure ---------------------------------------------------------------
+
+def test_conditions_on_an_unavailable_feature_are_dropped_and_the_weights_renormalised() -> None:
+    catalog = _catalog(_persona("agent", "Agent", [
+        {"feature": "cases_closed", "at_least": 10, "weight": 1},
+        {"feature": "articles_written", "at_least": 2, "weight": 3}]))
+    features = _frame(cases_closed=[12.0, 12.0], articles_written=[np.nan, np.nan])
+    features.attrs["unavailable"] = {"articles_written": "no KnowledgeArticleVersion row in the window"}
+    # Read as zero, the articles would cap both users at 0.25; dropped, cases closed alone decide.
+    assert score_personas(features, catalog)["Agent"].tolist() == [1.0, 1.0]
+    measured_zero = _frame(cases_closed=[12.0], articles_written=[0.0])
+    assert score_personas(measured_zero, catalog)["Agent"].tolist() == [0.25]
+
+
+def test_an_unavailable_required_test_or_exclusion_decides_nothing() -> None:
+    catalog = _catalog(_persona("p", "P", [{"feature": "calls", "at_least": 1}],
+                                required=[{"feature": "inbound_call_share", "at_least": 0.5}],
+                                exclusions=[{"ratio": ["inbound_calls", "calls"], "at_least": 0.9}]))
+    features = _frame(calls=[3.0], inbound_call_share=[np.nan], inbound_calls=[np.nan])  # all-NaN: unmeasured
+    assert score_personas(features, catalog)["P"].tolist() == [1.0]
+
+
+def test_a_persona_with_nothing_measured_scores_zero_and_explain_says_why() -> None:
+    catalog = _catalog(_persona("writer", "Writer", [{"feature": "articles_written", "at_least": 1}]),
+                       _persona("closer", "Closer", [{"feature": "cases_closed", "at_least": 1}]))
+    features = _frame(articles_written=[np.nan], cases_closed=[3.0])
+    features.attrs["unavailable"] = {"articles_written": "no KnowledgeArticleVersion row in the window"}
+    assert score_personas(features, catalog).iloc[0].tolist() == [0.0, 1.0]
+    text = explain(features.index[0], features, catalog)
+    assert "articles_written: no KnowledgeArticleVersion row in the window" in text
+    assert "-> unavailable on this org: dropped" in text

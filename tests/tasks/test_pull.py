@@ -258,20 +258,25 @@ def test_the_api_reserve_is_respected(fresh_sandbox: RunningSandbox, tmp_path: P
 def test_broken_records_are_quarantined_not_dropped(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:
     settings = _settings(fresh_sandbox, tmp_path)
     with sqlite3.connect(fresh_sandbox.org_path) as db:
-        ids = [row[0] for row in db.execute("SELECT Id FROM Task WHERE IsDeleted = 0 ORDER BY Id LIMIT 3")]
+        ids = [row[0] for row in db.execute("SELECT Id FROM Task WHERE IsDeleted = 0 ORDER BY Id LIMIT 4")]
         account = db.execute("SELECT Id FROM Account LIMIT 1").fetchone()[0]
-        db.execute("UPDATE Task SET OwnerId = NULL WHERE Id = ?", (ids[0],))
+        db.execute("UPDATE Task SET OwnerId = NULL, CreatedById = NULL WHERE Id = ?", (ids[0],))
         db.execute("UPDATE Task SET OwnerId = ? WHERE Id = ?", (account, ids[1]))
         db.execute("UPDATE Task SET ActivityDate = 'someday' WHERE Id = ?", (ids[2],))
+        db.execute("UPDATE Task SET OwnerId = NULL WHERE Id = ?", (ids[3],))  # its creator is still there
 
     report = _pull(settings, ["User", "Task"])
 
-    assert next(result for result in report.streams if result.sobject == "Task").quarantined == 3
+    task = next(result for result in report.streams if result.sobject == "Task")
+    assert task.quarantined == 3
     reasons = {record.record_id: record.reason for record in _state(settings).quarantined("Task")}
-    assert reasons[ids[0]] == "no OwnerId"
+    assert reasons[ids[0]] == "no OwnerId or CreatedById"
     assert "names neither a user" in reasons[ids[1]]
     assert "does not parse" in reasons[ids[2]]
-    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"], quarantined=set(ids))
+    # A row without its owner is attributed by its creator, staged, and counted as a fallback.
+    assert ids[3] not in reasons and task.fallbacks == {"CreatedById": 1}
+    assert "Task: 1 rows attributed by CreatedById" in "\n".join(report.gaps())
+    _assert_staging_equals_org(fresh_sandbox, settings, ["User", "Task"], quarantined=set(ids[:3]))
 
 
 def test_a_run_killed_mid_pull_converges_when_run_again(fresh_sandbox: RunningSandbox, tmp_path: Path) -> None:

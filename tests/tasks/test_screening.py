@@ -10,14 +10,14 @@ import pyarrow as pa
 import pytest
 
 from connectors.salesforce.extract import Page, RawPage
-from connectors.salesforce.pages import (arrow_schema, csv_page_to_text_table, csv_page_to_typed_table,
+from connectors.salesforce.pages import (absent_fields, arrow_schema, csv_page_to_text_table, csv_page_to_typed_table,
                                          rest_records_to_text_table, typed_table)
 from connectors.salesforce.streams import Stream
 from core.errors import SalesforceError
 from tasks.screening import screen
 
 STREAM = Stream("Task", "00T", ("OwnerId", "IsClosed", "ActivityDate", "CallDurationInSeconds", "CreatedDate"),
-                feeds="test")
+                feeds="test", user_fields=("OwnerId",))
 TYPES = {"Id": "id", "OwnerId": "reference", "IsClosed": "boolean", "ActivityDate": "date",
          "CallDurationInSeconds": "int", "CreatedDate": "datetime", "SystemModstamp": "datetime"}
 COLUMNS = STREAM.columns
@@ -31,6 +31,8 @@ CSV = (
     '"00T6","001A","false","","","2026-10-06T10:00:00.000Z","2026-10-06T10:00:00.000Z"\n'
 )
 KNOWN = pa.array(["005A"])
+# A stream attributed by its owner, else by its creator (a partial export may lack the owner).
+FALLBACK = Stream("ListEmail", "0XB", ("OwnerId", "Status"), feeds="test", user_fields=("OwnerId", "CreatedById"))
 
 
 def _typed(csv_text: str = CSV) -> tuple[pa.Table, pa.Array, pa.Table]:
@@ -86,10 +88,18 @@ def test_reference_data_is_not_checked_for_users() -> None:
     assert {item.record_id for item in screened.rejected} == {"00T3"}
 
 
-def test_a_declared_field_missing_from_the_org_is_a_clear_error() -> None:
+def test_a_field_the_pull_cannot_do_without_missing_from_the_org_is_a_clear_error() -> None:
     with pytest.raises(SalesforceError, match="has no field") as raised:
-        arrow_schema(STREAM, {"Id": "id"})
-    assert "OwnerId" in str(raised.value) and raised.value.sobject == "Task"
+        arrow_schema(STREAM, {"Id": "id", "OwnerId": "reference"})  # no cursor
+    assert "SystemModstamp" in str(raised.value) and raised.value.sobject == "Task"
+    with pytest.raises(SalesforceError, match="OwnerId or CreatedById"):
+        arrow_schema(FALLBACK, {"Id": "id", "SystemModstamp": "datetime"})  # no user field at all
+
+
+def test_other_fields_missing_from_the_org_are_left_out_and_named() -> None:
+    schema = arrow_schema(FALLBACK, {"Id": "id", "CreatedById": "reference", "SystemModstamp": "datetime"})
+    assert schema.names == ["Id", "CreatedById", "SystemModstamp"]
+    assert absent_fields(FALLBACK, schema) == ["OwnerId", "Status"]
 
 
 def test_values_with_line_breaks_and_quotes_stay_in_their_row() -> None:

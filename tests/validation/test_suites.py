@@ -133,10 +133,15 @@ UNITS = {"calls": "per 30 days", "calls_share": "share 0..1", "direct_reports": 
          "articles_written": "per 30 days"}
 
 
-def _feature_checks(frame: pd.DataFrame, active_users: int = 4) -> dict[str, Check]:
-    expects = suites.features(UNITS, ["calls", "articles_written"], active_users=active_users,
-                              share_unit="share 0..1", rate_unit="per 30 days")
-    return _by_name(GxRunner().validate("features", "features", expects, [frame], id_column="Id"))
+def _feature_checks(frame: pd.DataFrame, active_users: int = 4,
+                    unavailable: dict[str, str] | None = None) -> dict[str, Check]:
+    runner = GxRunner()
+    checks = runner.validate("features", "features", suites.features(active_users=active_users), [frame[["Id"]]],
+                             id_column="Id")
+    columns = suites.feature_columns(frame, UNITS, ["calls", "articles_written"], unavailable or {},
+                                     share_unit="share 0..1", rate_unit="per 30 days", active_users=active_users)
+    return _by_name(checks + runner.validate("features", "feature columns", suites.feature_checks(columns),
+                                             [columns], id_column="feature"))
 
 
 def test_feature_checks_trip_on_missing_negative_and_out_of_bounds_values() -> None:
@@ -146,13 +151,27 @@ def test_feature_checks_trip_on_missing_negative_and_out_of_bounds_values() -> N
     frame.loc[3, "calls_share"] = 1.3
     checks = _feature_checks(frame)
     failed = {name for name, check in checks.items() if check.status == "failed"}
-    assert failed == {"features.calls present", "features.direct_reports within bounds",
-                      "features.calls_share within bounds"}
-    assert checks["features.calls_share within bounds"].samples == (frame.loc[3, "Id"],)
+    assert failed == {"features present", "features within bounds"}
+    assert checks["features present"].samples == ("calls",)
+    assert f"calls 1 user(s), e.g. {frame.loc[1, 'Id']}" in checks["features present"].message
+    assert checks["features within bounds"].samples == ("calls_share", "direct_reports")
+    assert frame.loc[3, "Id"] in checks["features within bounds"].message
     # A feature the catalog uses that is zero for everyone only warns.
-    assert checks["features.articles_written not zero for everyone"].status == "warned"
+    assert checks["features the catalog uses not zero for everyone"].status == "warned"
     assert "articles_written, which the catalog uses, is 0 for every active user" in \
-        checks["features.articles_written not zero for everyone"].message
+        checks["features the catalog uses not zero for everyone"].message
+    assert checks["features the catalog uses measured on this org"].status == "passed"
+
+
+def test_a_feature_the_org_cannot_measure_is_nan_and_a_named_warning() -> None:
+    frame = _features()
+    frame["articles_written"] = np.nan
+    checks = _feature_checks(frame, unavailable={"articles_written": "no KnowledgeArticleVersion row in the window"})
+    assert checks["features present"].status == "passed"  # NaN is right for it
+    warned = checks["features the catalog uses measured on this org"]
+    assert warned.status == "warned" and warned.samples == ("articles_written",)
+    assert "articles_written (no KnowledgeArticleVersion row in the window)" in warned.message
+    assert checks["features the catalog uses not zero for everyone"].status == "passed"  # not judged
 
 
 def test_features_must_have_one_row_per_active_user() -> None:

@@ -33,7 +33,11 @@ community_roles:                         # persona id -> community role names (u
 ```
 
 Each condition or test names one subject, `feature: NAME` or `ratio: [NUMERATOR, DENOMINATOR]`, and
-exactly one test: `at_least: X`, `at_most: X` or `between: [A, B]`. Weighted conditions may add
+exactly one test: `at_least: X`, `at_most: X` or `between: [A, B]`. Thresholds are in the subject's own
+units (`scale: absolute`, the default), or relative to the org (`scale: org`): in multiples of the org's
+typical value, the median over its active users who have any of it. `{feature: quotes, scale: org,
+at_least: 2}` reads "at least twice the quotes of the org's typical quote writer": how many quotes make a
+lot differs tenfold between orgs, and a number that is a property of one org belongs on that scale. Weighted conditions may add
 `weight` (> 0, default 1) and `soft` (> 0, in the subject's own units): instead of a step at the
 threshold the credit ramps linearly over `soft` below `at_least` (above `at_most`), so a user just short
 of a threshold still earns part of it. A ratio whose denominator is 0 fails its test. Feature names are
@@ -107,6 +111,8 @@ class Criterion(_Strict):
     at_least: float | None = None
     at_most: float | None = None
     between: tuple[float, float] | None = None
+    # What the numbers are in: the subject's own units, or multiples of the org's typical value (see above).
+    scale: Literal["absolute", "org"] = "absolute"
 
     @model_validator(mode="after")
     def _one_subject_one_test(self) -> "Criterion":

@@ -7,6 +7,9 @@ Scoring (vectorised: one numpy operation per condition, over all users at once):
   value (NaN) or a ratio with a zero denominator earns 0.
 - A persona's score is the weighted mean of its conditions' credits, sum(weight x credit) / sum(weight),
   in [0, 1]; it is 0 when any `required` test fails or any `exclusion` holds.
+- A test with `scale: org` reads its subject in multiples of the org's typical value: the median over the
+  org's active users (the `IsActive` rows of the frame scored, or of the `org` frame given) who have a
+  value above 0. An org where nobody has any gives no scale: such tests are dropped like those below.
 - A feature the org cannot measure (its source is absent or empty there: `unavailable_features`) is
   never read as zero: every condition, required test or exclusion on it is dropped for the run, and the
   remaining conditions' weights are renormalised (the mean is over what is measured). A persona left
@@ -30,7 +33,7 @@ from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
 from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio, unavailable_features
 
 __all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "credit_of", "explain",
-           "holds", "measured", "score_personas", "subject_values", "values_of"]
+           "holds", "measured", "OrgContext", "score_personas", "subject_values", "values_of"]
 
 REASON_MAX_CHARS = 255  # the Salesforce text field the reason is written to
 REASON_TOP_CONDITIONS = 3
@@ -43,43 +46,78 @@ class RuleInputError(PersonaSyncError):
 
 # --- scoring ---------------------------------------------------------------------------------------------
 
-def score_personas(features: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+def score_personas(features: pd.DataFrame, catalog: Catalog, *, org: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every user's score (0..1) for every persona: index = the features' index, columns = persona labels
-    in catalog order. Raises RuleInputError when a feature the catalog reads is not a column."""
+    in catalog order. `org`: the whole org's features, when `features` holds only some users (what the
+    org cannot measure, and its scale, come from it; default: `features`). Raises RuleInputError when a
+    feature the catalog reads is not a column."""
     _check_columns(features, catalog)
-    unavailable = set(unavailable_features(features))
-    return pd.DataFrame({persona.label: _persona_score(persona, features, unavailable)
+    org = OrgContext.of(org if org is not None else features, catalog)
+    return pd.DataFrame({persona.label: _persona_score(persona, features, org)
                          for persona in catalog.personas}, index=features.index)
 
 
-def measured(criteria: list[Criterion] | list[Condition], unavailable: set[str]) -> list:
-    """The criteria whose features this org measures: those reading an unavailable feature are dropped."""
-    return [criterion for criterion in criteria if not _subject_names(criterion) & unavailable]
+@dataclass(frozen=True)
+class OrgContext:
+    """What scoring needs to know about the whole org, whoever is scored: the features it cannot measure
+    (name -> why) and, per subject a `scale: org` test reads, the org's typical value."""
+
+    unavailable: dict[str, str]
+    typical: dict[tuple[str, ...], float]
+
+    @classmethod
+    def of(cls, org: pd.DataFrame, catalog: Catalog) -> "OrgContext":
+        """From the org's features frame (every user; its active ones set the scale)."""
+        active = org[org["IsActive"].astype(bool)] if "IsActive" in org.columns else org
+        typical = {}
+        for test in (t for persona in catalog.personas for t in (*persona.rules.conditions, *persona.rules.required,
+                                                                 *persona.rules.exclusions)):
+            if test.scale == "org" and test.features not in typical and all(n in org.columns for n in test.features):
+                values = values_of(test.features, active)
+                some = values[np.isfinite(values) & (values > 0)]
+                typical[test.features] = float(np.median(some)) if len(some) else float("nan")
+        return cls(unavailable_features(org), typical)
+
+    def blind_to(self, criterion: Criterion) -> str | None:
+        """Why this org cannot judge `criterion` (an unavailable feature, or no scale), or None."""
+        for name in criterion.features:
+            if name in self.unavailable:
+                return f"{name} is not measured on this org ({self.unavailable[name]})"
+        if criterion.scale == "org" and not self.typical.get(criterion.features, 0) > 0:
+            return f"no active user of this org has any {criterion.subject}, so it gives no scale"
+        return None
 
 
-def _subject_names(criterion: Criterion) -> set[str]:
-    return {criterion.feature} if criterion.feature is not None else set(criterion.ratio or ())
+def measured(criteria: list[Criterion] | list[Condition], org: OrgContext) -> list:
+    """The criteria this org can judge: those on an unavailable feature, or with no scale, are dropped."""
+    return [criterion for criterion in criteria if org.blind_to(criterion) is None]
 
 
-def _persona_score(persona: Persona, features: pd.DataFrame, unavailable: set[str]) -> np.ndarray:
+def _persona_score(persona: Persona, features: pd.DataFrame, org: OrgContext) -> np.ndarray:
     rules = persona.rules
-    conditions = measured(rules.conditions, unavailable)
+    conditions = measured(rules.conditions, org)
     if not conditions:
         return np.zeros(len(features))
     weights = np.array([condition.weight for condition in conditions])
-    credits = np.column_stack([condition_credit(condition, features) for condition in conditions])
+    credits = np.column_stack([condition_credit(condition, features, org) for condition in conditions])
     score = credits @ weights / weights.sum()
     gate = np.ones(len(features), dtype=bool)
-    for criterion in measured(rules.required, unavailable):
-        gate &= holds(criterion, features)
-    for criterion in measured(rules.exclusions, unavailable):
-        gate &= ~holds(criterion, features)
+    for criterion in measured(rules.required, org):
+        gate &= holds(criterion, features, org)
+    for criterion in measured(rules.exclusions, org):
+        gate &= ~holds(criterion, features, org)
     return np.round(np.where(gate, score, 0.0), SCORE_DECIMALS)
 
 
-def subject_values(criterion: Criterion, features: pd.DataFrame) -> np.ndarray:
-    """The values a test looks at: the feature, or numerator / denominator (NaN where the denominator is 0)."""
-    return values_of((criterion.feature,) if criterion.feature is not None else tuple(criterion.ratio or ()), features)
+def subject_values(criterion: Criterion, features: pd.DataFrame, org: OrgContext | None = None) -> np.ndarray:
+    """The values a test looks at: the feature, or numerator / denominator (NaN where the denominator is 0),
+    in multiples of the org's typical value for a `scale: org` test (NaN where the org gives no scale)."""
+    values = values_of(criterion.features, features)
+    if criterion.scale == "org":
+        typical = org.typical.get(criterion.features, float("nan")) if org is not None else float("nan")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return values / typical if typical > 0 else np.full(len(values), np.nan)
+    return values
 
 
 def values_of(subject: tuple[str, ...], features: pd.DataFrame) -> np.ndarray:
@@ -91,17 +129,17 @@ def values_of(subject: tuple[str, ...], features: pd.DataFrame) -> np.ndarray:
         return np.where(denominator != 0, numerator / denominator, np.nan)
 
 
-def holds(criterion: Criterion, features: pd.DataFrame) -> np.ndarray:
+def holds(criterion: Criterion, features: pd.DataFrame, org: OrgContext | None = None) -> np.ndarray:
     """Where the test holds (a hard step, ends included); NaN never holds."""
     low, high = criterion.bounds
-    values = subject_values(criterion, features)
+    values = subject_values(criterion, features, org)
     return (values >= low) & (values <= high)
 
 
-def condition_credit(condition: Condition, features: pd.DataFrame) -> np.ndarray:
+def condition_credit(condition: Condition, features: pd.DataFrame, org: OrgContext | None = None) -> np.ndarray:
     """Each user's credit (0..1) for one weighted condition: a step, or a linear ramp of width `soft`."""
     low, high = condition.bounds
-    return credit_of(subject_values(condition, features), low, high, condition.soft)
+    return credit_of(subject_values(condition, features, org), low, high, condition.soft)
 
 
 def credit_of(values: np.ndarray, low: float, high: float, soft: float | None) -> np.ndarray:
@@ -129,7 +167,7 @@ def _check_columns(features: pd.DataFrame, catalog: Catalog) -> None:
 # --- assignment ------------------------------------------------------------------------------------------
 
 def assign(features: pd.DataFrame, catalog: Catalog, *, current: pd.Series | None = None,
-           stability_margin: float = 0.1) -> pd.DataFrame:
+           stability_margin: float = 0.1, org: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each user's persona, score, confidence, runner-up and a reason (index = the features' index).
 
     Columns:
@@ -153,11 +191,14 @@ def assign(features: pd.DataFrame, catalog: Catalog, *, current: pd.Series | Non
     it by `stability_margin` or more, so nobody flips back and forth between nights. Users missing
     from `current`, or whose current persona is Unassigned or not in the catalog, get the best persona.
 
+    `org`: the whole org's features, when `features` holds only some of its users (as `score_personas`).
+
     Deterministic: the same features, catalog and current personas give the same result.
     """
     if stability_margin < 0:
         raise ValueError(f"stability_margin must be >= 0, got {stability_margin}")
-    scores = score_personas(features, catalog)
+    context = OrgContext.of(org if org is not None else features, catalog)
+    scores = score_personas(features, catalog, org=org)
     matrix = scores.to_numpy()
     rows = np.arange(len(scores))
     order = np.argsort(-matrix, axis=1, kind="stable")  # stable: equal scores keep catalog order
@@ -186,7 +227,7 @@ def assign(features: pd.DataFrame, catalog: Catalog, *, current: pd.Series | Non
         "runner_up": np.where(assigned, np.where(has_runner, labels[np.maximum(runner, 0)], None), labels[best]),
         "runner_up_score": np.where(assigned, runner_score, best_score),
     }, index=scores.index)
-    result["reason"] = _reasons(features, catalog, result, chosen, assigned, keeps, stability_margin)
+    result["reason"] = _reasons(features, catalog, result, chosen, assigned, keeps, stability_margin, context)
     return result
 
 
@@ -202,7 +243,7 @@ def _current_codes(current: pd.Series | None, index: pd.Index, catalog: Catalog)
 # --- reasons ---------------------------------------------------------------------------------------------
 
 def _reasons(features: pd.DataFrame, catalog: Catalog, result: pd.DataFrame, chosen: np.ndarray,
-             assigned: np.ndarray, keeps: np.ndarray, margin: float) -> np.ndarray:
+             assigned: np.ndarray, keeps: np.ndarray, margin: float, org: OrgContext) -> np.ndarray:
     """One reason per user. Credits and their ranking are computed per persona group with numpy; only the
     text of the few conditions shown is formatted per user."""
     reasons = np.empty(len(result), dtype=object)
@@ -216,9 +257,9 @@ def _reasons(features: pd.DataFrame, catalog: Catalog, result: pd.DataFrame, cho
         subset = features.iloc[group]
         conditions = persona.rules.conditions
         weights = np.array([condition.weight for condition in conditions])
-        credit = np.column_stack([condition_credit(condition, subset) for condition in conditions])
+        credit = np.column_stack([condition_credit(condition, subset, org) for condition in conditions])
         contribution = credit * weights
-        values = np.column_stack([subject_values(condition, subset) for condition in conditions])
+        values = np.column_stack([subject_values(condition, subset, org) for condition in conditions])
         parts = np.column_stack([_part_values(condition, subset) for condition in conditions])
         # Shown first: what the user does (at_least, between); what they do not do (at_most) counts half,
         # and does not count at all towards a persona that was not given.
@@ -276,6 +317,9 @@ def _describe(criterion: Criterion, value: float, part: float = float("nan"), cr
 
 
 def _value_text(criterion: Criterion, value: float, part: float) -> str:
+    if criterion.scale == "org":
+        subject = _words(criterion.feature) if criterion.feature else " per ".join(map(_words, criterion.ratio or ()))
+        return f"{subject} {'n/a' if np.isnan(value) else _number(value) + 'x'} the org's typical"
     if criterion.ratio is not None:
         numerator, denominator = criterion.ratio
         shown = "n/a" if np.isnan(value) else _number(value)
@@ -295,7 +339,7 @@ def _value_text(criterion: Criterion, value: float, part: float) -> str:
 
 def _test_text(criterion: Criterion) -> str:
     is_share = criterion.feature is not None and _presentation(criterion.feature).unit == SHARE
-    show = _percent if is_share else _number
+    show = (lambda value: f"{value:g}x") if criterion.scale == "org" else _percent if is_share else _number
     if criterion.between is not None:
         return f"{show(criterion.between[0])}-{show(criterion.between[1])}"
     if criterion.at_least is not None:
@@ -361,10 +405,9 @@ def explain(user_id: str, features: pd.DataFrame, catalog: Catalog) -> str:
         raise RuleInputError(f"user {user_id} has no features (not an active user of the org, or not pulled yet); "
                              "check the Id, then run a pull and the feature stage")
     one = features.loc[[user_id]]
-    one.attrs = dict(features.attrs)
-    unavailable = unavailable_features(features)
-    decision = assign(one, catalog).iloc[0]
-    scores = score_personas(one, catalog).iloc[0]
+    org = OrgContext.of(features, catalog)
+    decision = assign(one, catalog, org=features).iloc[0]
+    scores = score_personas(one, catalog, org=features).iloc[0]
     context = [f"{column} {one.iloc[0][column]}" for column in ("Name", "Title", "Department", "Profile")
                if column in one.columns and pd.notna(one.iloc[0][column])]
     lines = [f"User {user_id}" + (f" ({', '.join(context)})" if context else ""),
@@ -372,39 +415,43 @@ def explain(user_id: str, features: pd.DataFrame, catalog: Catalog) -> str:
              f"{decision['confidence']:.2f})",
              f"Reason: {decision['reason']}",
              "Rates are per 30 days; shares are of the user's activity (or logins).", ""]
-    used = {name: why for name, why in unavailable.items() if name in catalog.features}
+    used = {name: why for name, why in org.unavailable.items() if name in catalog.features}
     if used:
         lines += ["Not measured on this org, so every condition on them is dropped and the other weights "
                   "renormalised:", *(f"  {name}: {why}" for name, why in used.items()), ""]
+    if org.typical:
+        lines += ["The org's typical values (the median over its active users who have any), the unit of "
+                  "`scale: org` tests:", *(f"  {'/'.join(subject)}: {_number(value) if value > 0 else 'none'}"
+                                           for subject, value in org.typical.items()), ""]
     for persona in sorted(catalog.personas, key=lambda p: -scores[p.label]):
-        lines.extend(_explain_persona(persona, one, float(scores[persona.label]), set(unavailable)))
+        lines.extend(_explain_persona(persona, one, float(scores[persona.label]), org))
     return "\n".join(lines)
 
 
-def _explain_persona(persona: Persona, one: pd.DataFrame, score: float, unavailable: set[str]) -> list[str]:
+def _explain_persona(persona: Persona, one: pd.DataFrame, score: float, org: OrgContext) -> list[str]:
     rules = persona.rules
     lines = [f"{persona.label} [{persona.id}]: score {score:.2f} (min {persona.min_score:.2f})"]
-    dropped = "unavailable on this org: dropped"
     for criterion in rules.required:
-        passed = bool(holds(criterion, one)[0])
-        outcome = dropped if _subject_names(criterion) & unavailable else 'holds' if passed else 'FAILS -> score 0'
-        lines.append(f"  required  {_describe(criterion, *_values(criterion, one))}: {outcome}")
+        blind = org.blind_to(criterion)
+        outcome = f"dropped: {blind}" if blind else 'holds' if holds(criterion, one, org)[0] else 'FAILS -> score 0'
+        lines.append(f"  required  {_describe(criterion, *_values(criterion, one, org))}: {outcome}")
     for criterion in rules.exclusions:
-        excluded = bool(holds(criterion, one)[0])
-        outcome = dropped if _subject_names(criterion) & unavailable else \
-            'HOLDS -> score 0' if excluded else 'does not hold'
-        lines.append(f"  exclusion {_describe(criterion, *_values(criterion, one))}: {outcome}")
-    total = sum(condition.weight for condition in measured(rules.conditions, unavailable))
+        blind = org.blind_to(criterion)
+        outcome = f"dropped: {blind}" if blind else \
+            'HOLDS -> score 0' if holds(criterion, one, org)[0] else 'does not hold'
+        lines.append(f"  exclusion {_describe(criterion, *_values(criterion, one, org))}: {outcome}")
+    total = sum(condition.weight for condition in measured(rules.conditions, org))
     for condition in rules.conditions:
         soft = f", soft {condition.soft:g}" if condition.soft is not None else ""
-        described = f"  weight {condition.weight:g}{soft}: {_describe(condition, *_values(condition, one))}"
-        if _subject_names(condition) & unavailable:
-            lines.append(f"{described} -> {dropped}")
+        described = f"  weight {condition.weight:g}{soft}: {_describe(condition, *_values(condition, one, org))}"
+        blind = org.blind_to(condition)
+        if blind:
+            lines.append(f"{described} -> dropped: {blind}")
             continue
-        credit = float(condition_credit(condition, one)[0])
+        credit = float(condition_credit(condition, one, org)[0])
         lines.append(f"{described} -> credit {credit:.2f}, contributes {condition.weight * credit / total:.2f}")
     return lines
 
 
-def _values(criterion: Criterion, one: pd.DataFrame) -> tuple[float, float]:
-    return float(subject_values(criterion, one)[0]), float(_part_values(criterion, one)[0])
+def _values(criterion: Criterion, one: pd.DataFrame, org: OrgContext) -> tuple[float, float]:
+    return float(subject_values(criterion, one, org)[0]), float(_part_values(criterion, one)[0])

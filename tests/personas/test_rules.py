@@ -277,4 +277,41 @@ def test_a_persona_with_nothing_measured_scores_zero_and_explain_says_why() -> N
     assert score_personas(features, catalog).iloc[0].tolist() == [0.0, 1.0]
     text = explain(features.index[0], features, catalog)
     assert "articles_written: no KnowledgeArticleVersion row in the window" in text
-    assert "-> unavailable on this org: dropped" in text
+    assert "-> dropped: articles_written is not measured on this org" in text
+
+
+# --- thresholds relative to the org -----------------------------------------------------------------------
+
+def _org(calls: list[float], active: list[bool] | None = None) -> pd.DataFrame:
+    frame = _frame(calls=calls)
+    frame["IsActive"] = active if active is not None else [True] * len(calls)
+    return frame
+
+
+def test_an_org_scaled_threshold_is_in_multiples_of_the_org_typical_value() -> None:
+    catalog = _catalog(_persona("caller", "Caller", [{"feature": "calls", "scale": "org", "at_least": 2}]))
+    # The typical caller (median of those with any calls) makes 10 calls here, and 100 in a busier org.
+    quiet = _org([0.0, 10.0, 10.0, 10.0, 20.0, 25.0])
+    busy = _org([0.0, 100.0, 100.0, 100.0, 200.0, 250.0])
+    assert score_personas(quiet, catalog)["Caller"].tolist() == [0, 0, 0, 0, 1, 1]
+    assert score_personas(busy, catalog)["Caller"].tolist() == [0, 0, 0, 0, 1, 1]  # the same people stand out
+    absolute = _catalog(_persona("caller", "Caller", [{"feature": "calls", "at_least": 20}]))
+    assert score_personas(busy, absolute)["Caller"].tolist() == [0, 1, 1, 1, 1, 1]  # a number of one org
+
+
+def test_the_scale_comes_from_the_active_users_of_the_whole_org() -> None:
+    catalog = _catalog(_persona("caller", "Caller", [{"feature": "calls", "scale": "org", "at_least": 2}]))
+    org = _org([10.0, 10.0, 10.0, 25.0, 1000.0], active=[True, True, True, True, False])  # the leaver is ignored
+    assert score_personas(org, catalog)["Caller"].tolist() == [0, 0, 0, 1, 1]
+    one = org.iloc[[3]]
+    assert score_personas(one, catalog, org=org)["Caller"].tolist() == [1]  # one user, scored against the org
+    text = explain(org.index[3], org, catalog)
+    assert "calls: 10" in text and "calls 2.5x the org's typical (>= 2x)" in text
+
+
+def test_an_org_where_nobody_has_any_gives_no_scale_and_the_test_is_dropped() -> None:
+    catalog = _catalog(_persona("p", "P", [{"feature": "calls", "scale": "org", "at_most": 1},
+                                           {"feature": "cases_closed", "at_least": 1}]))
+    org = _frame(calls=[0.0, 0.0], cases_closed=[2.0, 0.0])
+    assert score_personas(org, catalog)["P"].tolist() == [1.0, 0.0]
+    assert "dropped: no active user of this org has any calls" in explain(org.index[0], org, catalog)

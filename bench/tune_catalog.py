@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from evaluate_orgs import AS_OF, org_home, stage_org  # noqa: E402
+from evaluate_orgs import AS_OF, org_home, stage_org, world_home  # noqa: E402
 from personas.catalog import default_catalog_path, load_catalog  # noqa: E402
 from personas.features import FEATURES, PEOPLE, SHARE, Window, compute_features_partitioned  # noqa: E402
 from personas.rules import credit_of, values_of  # noqa: E402
+from sandbox.generate.worlds import World  # noqa: E402
 
 KINDS = {"medium": (0.1, 1.0), "hard": (0.2, 2.0)}  # (hybrid share, noise)
 INF = math.inf
@@ -56,6 +57,7 @@ class Cond:
     high: float
     soft: float | None
     weight: float
+    scale: str = "absolute"  # or "org": in multiples of the org's typical value (personas/catalog.py)
 
     @property
     def kind(self) -> str:
@@ -83,7 +85,7 @@ def read_tunable(path: Path) -> Tunable:
         conds = []
         for c in persona.rules.conditions:
             low, high = c.bounds
-            conds.append(Cond(tuple(c.ratio) if c.ratio else (c.feature,), low, high, c.soft, c.weight))
+            conds.append(Cond(tuple(c.ratio) if c.ratio else (c.feature,), low, high, c.soft, c.weight, c.scale))
         conditions.append(conds)
         if persona.rules.required or persona.rules.exclusions:
             raise SystemExit(f"{persona.id}: required tests and exclusions are not tuned by this script")
@@ -103,16 +105,39 @@ class Org:
     pure: np.ndarray  # users who are not hybrids and not silent (for describing conditions)
     cache: dict = field(default_factory=dict)
 
-    def values(self, subject: tuple[str, ...]) -> np.ndarray:
-        if subject not in self.cache:
-            self.cache[subject] = values_of(subject, self.features)
-        return self.cache[subject]
+    def values(self, subject: tuple[str, ...], scale: str = "absolute") -> np.ndarray:
+        """A subject's values, in the subject's units or (scale "org") in multiples of its typical value."""
+        if (subject, scale) not in self.cache:
+            values = values_of(subject, self.features)
+            if scale == "org":
+                typical = self.typical(subject)
+                values = values / typical if typical > 0 else np.full(len(values), np.nan)
+            self.cache[(subject, scale)] = values
+        return self.cache[(subject, scale)]
+
+    def typical(self, subject: tuple[str, ...]) -> float:
+        """As the product's OrgContext: the median over the (active) users with a value above 0."""
+        values = values_of(subject, self.features)
+        some = values[np.isfinite(values) & (values > 0)]
+        return float(np.median(some)) if len(some) else float("nan")
+
+    def judges(self, cond: "Cond") -> bool:
+        """Whether the product keeps `cond` on this org: its features are measured, and it has a scale."""
+        if any(self.features[name].isna().all() for name in cond.subject):
+            return False
+        return cond.scale != "org" or self.typical(cond.subject) > 0
 
 
 def load_org(root: Path, kind: str, seed: int, labels: list[str], window_days: int) -> Org:
-    hybrid_share, noise = KINDS[kind]
-    home = org_home(root, "medium", seed, hybrid_share, noise)
-    staging = stage_org(home, "medium", seed, hybrid_share, noise)
+    """An org of the default world (`kind`: medium or hard), or (kind "world") the org of world `seed`."""
+    if kind == "world":
+        world = World.draw(seed)
+        home = world_home(root, "medium", world, 1.0)
+        staging = stage_org(home, "medium", seed, 0.0, 1.0, world)
+    else:
+        hybrid_share, noise = KINDS[kind]
+        home = org_home(root, "medium", seed, hybrid_share, noise)
+        staging = stage_org(home, "medium", seed, hybrid_share, noise)
     features = compute_features_partitioned(staging, Window(as_of=AS_OF, days=window_days), 1)
     details = pd.read_csv(home / "sandbox" / "truth" / "truth_details.csv").set_index("Id")
     features = features[features["IsActive"].astype(bool) & features.index.isin(details.index)]
@@ -130,8 +155,12 @@ def credit(values: np.ndarray, cond: Cond) -> np.ndarray:
 
 
 def persona_scores(org: Org, conds: list[Cond]) -> np.ndarray:
-    weights = np.array([c.weight for c in conds])
-    total = sum(weights[i] * credit(org.values(c.subject), c) for i, c in enumerate(conds))
+    """As the product scores: conditions the org cannot judge are dropped and the weights renormalised."""
+    kept = [c for c in conds if org.judges(c)]
+    if not kept:
+        return np.zeros(len(org.features))
+    weights = np.array([c.weight for c in kept])
+    total = sum(weights[i] * credit(org.values(c.subject, c.scale), c) for i, c in enumerate(kept))
     return np.round(total / weights.sum(), 6)
 
 
@@ -223,7 +252,19 @@ def variants(cond: Cond) -> list[Cond | None]:
     return out
 
 
-def coordinate_pass(scorer: Scorer, min_gain: float) -> float:
+def flipped(cond: Cond, orgs: list[Org]) -> Cond | None:
+    """The same test on the other scale: absolute numbers over the orgs' typical value (the median across
+    the tuning orgs), or back. None when the orgs give no typical value."""
+    typical = float(np.nanmedian([org.typical(cond.subject) for org in orgs]))
+    if not typical > 0:
+        return None
+    factor, scale = (1 / typical, "org") if cond.scale == "absolute" else (typical, "absolute")
+    return replace(cond, low=_nice(cond.low * factor) if math.isfinite(cond.low) else cond.low,
+                   high=_nice(cond.high * factor) if math.isfinite(cond.high) else cond.high,
+                   soft=_nice(cond.soft * factor) if cond.soft else cond.soft, scale=scale)
+
+
+def coordinate_pass(scorer: Scorer, min_gain: float, flip: bool = False) -> float:
     tunable = scorer.tunable
     current = scorer.objective()
     for persona in range(len(tunable.ids)):
@@ -231,7 +272,11 @@ def coordinate_pass(scorer: Scorer, min_gain: float) -> float:
         while position < len(tunable.conditions[persona]):
             conds = tunable.conditions[persona]
             best, best_conds = current, None
-            for variant in variants(conds[position]):
+            options = variants(conds[position])
+            other_scale = flipped(conds[position], scorer.orgs) if flip else None
+            if other_scale is not None:
+                options.append(other_scale)
+            for variant in options:
                 if variant is None and len(conds) == 1:
                     continue
                 trial = conds[:position] + ([variant] if variant else []) + conds[position + 1:]
@@ -320,6 +365,8 @@ def condition_line(cond: Cond, comment: str) -> str:
     else:
         test = f"between: [{_number(cond.low)}, {_number(cond.high)}]"
     parts = [subject, test]
+    if cond.scale != "absolute":
+        parts.insert(1, f"scale: {cond.scale}")
     if cond.soft is not None:
         parts.append(f"soft: {_number(cond.soft)}")
     if cond.weight != 1:
@@ -334,7 +381,7 @@ def describe(orgs: list[Org], labels: list[str], persona: int, cond: Cond) -> st
     for other in range(len(labels)):
         if other == persona:
             continue
-        credits = np.concatenate([credit(org.values(cond.subject), cond)[(org.truth == other) & org.pure]
+        credits = np.concatenate([credit(org.values(cond.subject, cond.scale), cond)[(org.truth == other) & org.pure]
                                   for org in orgs])
         share = float((credits < 0.5).mean()) if len(credits) else 0.0
         failing.append((share, labels[other]))
@@ -399,6 +446,12 @@ def main() -> None:
     parser.add_argument("--catalog", type=Path, default=default_catalog_path())
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
     parser.add_argument("--validate", type=int, nargs="*", default=[11, 12, 13, 14, 15])
+    parser.add_argument("--worlds", type=int, nargs="*", default=[],
+                        help="also tune on the orgs of these world seeds (sandbox/generate/worlds.py; 1-20 are "
+                             "the tuning worlds, 1001-1010 are held out and must never be given here)")
+    parser.add_argument("--validate-worlds", type=int, nargs="*", default=[])
+    parser.add_argument("--flip-scale", action="store_true",
+                        help="also try each condition on the other scale (absolute numbers, or scale: org)")
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--add", action="store_true", help="also try new conditions on every feature")
     parser.add_argument("--add-per-persona", type=int, default=2)
@@ -415,14 +468,18 @@ def main() -> None:
             print(f"{tunable.labels[persona]}: min_score {tunable.min_scores[persona]} -> {lifted}, above the "
                   f"score of a user with no activity ({idle_score(conds)})")
             tunable.min_scores[persona] = lifted
-    load = lambda seeds: [load_org(args.root, kind, seed, tunable.labels, args.window_days)  # noqa: E731
-                          for kind in KINDS for seed in seeds]
-    orgs, held_out = load(args.seeds), load(args.validate)
+    if set(args.worlds) & set(range(1001, 1011)):
+        raise SystemExit("world seeds 1001-1010 are held out for reporting: never tune on them")
+    load = lambda seeds, worlds: [load_org(args.root, kind, seed, tunable.labels, args.window_days)  # noqa: E731
+                                  for kind in KINDS for seed in seeds] + \
+        [load_org(args.root, "world", seed, tunable.labels, args.window_days) for seed in worlds]
+    orgs, held_out = load(args.seeds, args.worlds), load(args.validate, args.validate_worlds)
     scorer = Scorer(orgs, tunable)
 
     def by_kind(found: list[Org], f1s: list[float]) -> str:
         return " ".join(f"{kind} {np.mean([f1 for org, f1 in zip(found, f1s) if org.kind == kind]):.4f}"
-                        for kind in KINDS)
+                        f"{' min %.4f' % min(f1 for org, f1 in zip(found, f1s) if org.kind == kind) if kind == 'world' else ''}"
+                        for kind in (*KINDS, "world") if any(org.kind == kind for org in found))
 
     def report(stage: str) -> None:
         line = f"{stage}: tuning {by_kind(orgs, scorer.f1s())}"
@@ -436,7 +493,7 @@ def main() -> None:
         began = time.perf_counter()
         if args.add:
             addition_pass(scorer, max(args.min_gain, 0.0005), feature_names, args.add_per_persona)
-        coordinate_pass(scorer, args.min_gain)
+        coordinate_pass(scorer, args.min_gain, flip=args.flip_scale)
         report(f"pass {number} ({time.perf_counter() - began:.0f} s)")
     if args.write:
         write_catalog(args.catalog, tunable, orgs)

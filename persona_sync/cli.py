@@ -583,6 +583,39 @@ def explain(
 
 
 @app.command()
+def calibrate(
+    labels: Annotated[Path, typer.Option(help="CSV with columns Id,persona: users whose persona you know (a few "
+                                              "per persona; the persona's label or id).", exists=True,
+                                         dir_okay=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Where to write the calibrated catalog. [default: <home>/catalogs/catalog-<version>.yaml]")] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds over the labelled users.")] = 5,
+) -> None:
+    """Fit the catalog's thresholds and weights (within bounds) to users whose persona you know, on the latest
+    run's features; print macro-F1 over them before and cross-validated after, and write the calibrated
+    catalog as a new version (with its diff). Use it by setting PERSONA_SYNC_CATALOG_FILE to the file."""
+    from tasks.personas import calibrate_catalog
+
+    settings = load_settings()
+    try:
+        done = calibrate_catalog(settings.personas(), settings.state(), labels, out, folds=folds)
+    except _EXPECTED_ERRORS as error:
+        _fail(error)
+    report = done.report
+    console.print(f"Calibrated on {report.labelled} labelled users of {report.personas} personas (features as of "
+                  f"{done.as_of:%Y-%m-%d %H:%M} UTC), {report.folds}-fold cross-validation:", highlight=False)
+    console.print(f"  macro-F1 over the labelled users: before {report.before:.3f}, after {report.cross_validated:.3f} "
+                  f"(cross-validated: each fold fitted without it), {report.fitted:.3f} fitted on all of them",
+                  highlight=False)
+    console.print("  Calibration helped." if report.helped else
+                  "  Calibration did not help on users it was not fitted to: keep the catalog as written, or "
+                  "label more users.", highlight=False)
+    console.print(done.diff or "  (no number moved)", highlight=False, markup=False)
+    console.print(f"Wrote {done.path}; to use it: PERSONA_SYNC_CATALOG_FILE={done.path}", highlight=False,
+                  soft_wrap=True)
+
+
+@app.command()
 def evaluate(
     truth: Annotated[Path, typer.Option(help="CSV with columns Id,persona: the true personas.", exists=True,
                                         dir_okay=False)],

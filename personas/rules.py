@@ -33,7 +33,7 @@ from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
 from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio, unavailable_features
 
 __all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "credit_of", "explain",
-           "holds", "measured", "OrgContext", "score_personas", "subject_values", "values_of"]
+           "holds", "measured", "OrgContext", "persona_score", "score_personas", "subject_values", "values_of"]
 
 REASON_MAX_CHARS = 255  # the Salesforce text field the reason is written to
 REASON_TOP_CONDITIONS = 3
@@ -53,7 +53,7 @@ def score_personas(features: pd.DataFrame, catalog: Catalog, *, org: pd.DataFram
     feature the catalog reads is not a column."""
     _check_columns(features, catalog)
     org = OrgContext.of(org if org is not None else features, catalog)
-    return pd.DataFrame({persona.label: _persona_score(persona, features, org)
+    return pd.DataFrame({persona.label: persona_score(persona, features, org)
                          for persona in catalog.personas}, index=features.index)
 
 
@@ -93,7 +93,8 @@ def measured(criteria: list[Criterion] | list[Condition], org: OrgContext) -> li
     return [criterion for criterion in criteria if org.blind_to(criterion) is None]
 
 
-def _persona_score(persona: Persona, features: pd.DataFrame, org: OrgContext) -> np.ndarray:
+def persona_score(persona: Persona, features: pd.DataFrame, org: OrgContext) -> np.ndarray:
+    """One persona's score (0..1) for every row of `features`, on the org `org` describes."""
     rules = persona.rules
     conditions = measured(rules.conditions, org)
     if not conditions:

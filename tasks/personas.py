@@ -19,6 +19,7 @@ from connectors.state import StateStore
 from core.configs import PersonasConfig, StagingConfig, StateConfig
 from personas.catalog import Catalog, default_catalog_path, load_catalog
 from personas.features import Window, compute_features_partitioned, unavailable_features
+from personas.calibration import CalibrationError, CalibrationReport, calibrate, catalog_diff, catalog_yaml, read_labels
 from personas.rules import assign
 
 log = logging.getLogger(__name__)
@@ -120,3 +121,42 @@ def store_assignments(state_config: StateConfig, summary: AssignmentSummary) -> 
         state.record_history(summary.run_id, summary.as_of, summary.catalog_version, assignments)
     summary.assignments_path.unlink()  # the state database holds them now; a failed run's file stays for a look
     return stored
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What `calibrate_catalog` wrote and found."""
+
+    path: Path
+    report: CalibrationReport
+    diff: str
+    as_of: datetime
+
+
+def calibrate_catalog(config: PersonasConfig, state_config: StateConfig, labels_file: Path, out: Path | None = None,
+                      *, folds: int = 5) -> Calibrated:
+    """Fits the configured catalog to the labelled users of `labels_file` (CSV Id,persona) on the features
+    of the latest stored run, writes it as a new catalog version (default: next to the features, under
+    `catalogs/`), and returns the report (macro-F1 before and cross-validated after) and the YAML diff.
+    Nothing else changes: the catalog in use is the one PERSONA_SYNC_CATALOG_FILE names."""
+    with StateStore.from_config(state_config) as state:
+        state.ensure_schema()
+        latest = state.latest_assignments()
+    if latest.empty:
+        raise CalibrationError("no run has stored assignments yet, so there are no features to calibrate on: "
+                               "run `persona-sync run` first")
+    as_of = latest["as_of"].iloc[0].to_pydatetime()
+    features = pd.read_parquet(features_path(config, as_of))
+    catalog = catalog_for(config)
+    active = features.index[features["IsActive"].astype(bool)]
+    labels = read_labels(labels_file, catalog, list(active))
+    version = f"{catalog.version}-calibrated-{as_of:%Y%m%d}"
+    calibrated, report = calibrate(catalog, features, labels, folds=folds, version=version)
+    path = out or config.features_dir.parent / "catalogs" / f"catalog-{version}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(catalog_yaml(calibrated), encoding="utf-8")
+    load_catalog(temporary)  # what is written loads as a valid catalog
+    temporary.replace(path)
+    diff = catalog_diff(catalog, calibrated, before_name=f"catalog {catalog.version}", after_name=str(path))
+    return Calibrated(path, report, diff, as_of)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from connectors.state import StateStore
 from persona_sync.cli import app
-from personas.catalog import default_catalog_path
+from personas.catalog import default_catalog_path, load_catalog
 from sandbox.runner import RunningSandbox
 from tasks.personas import assign_candidates, compute_and_store_features, store_assignments
 from tests.conftest import pull_org, sandbox_environment, sandbox_settings
@@ -100,3 +102,24 @@ def test_validate_exits_1_and_names_a_failing_guardrail(assigned: RunningSandbox
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())
     assert "failed guardrails: assigned_share:" in text and "the fail level is below 100%" in text
+
+
+def test_calibrate_writes_a_new_catalog_version_and_says_whether_it_helped(assigned: RunningSandbox,
+                                                                           tmp_path: Path) -> None:
+    with sqlite3.connect(assigned.org_path) as org:
+        active = {row[0] for row in org.execute("SELECT Id FROM User WHERE IsActive = 1")}
+    truth = pd.read_csv(assigned.truth_csv)
+    truth = truth[truth["Id"].isin(active)]
+    labels = tmp_path / "labels.csv"
+    truth.groupby("persona").head(3)[["Id", "persona"]].to_csv(labels, index=False)  # three known users each
+    out = tmp_path / "calibrated.yaml"
+    result = runner.invoke(app, ["calibrate", "--labels", str(labels), "--out", str(out), "--folds", "3"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Calibrated on 42 labelled users of 14 personas" in text and "before " in text and "after " in text
+    calibrated = load_catalog(out)
+    assert calibrated.version.startswith(f"{load_catalog(default_catalog_path()).version}-calibrated-2026")
+    assert f"PERSONA_SYNC_CATALOG_FILE={out}" in "".join(result.output.split())
+    labels.write_text("Id,persona\n005XXXXXXXXXXXXAAA,Case Solver\n")
+    failed = runner.invoke(app, ["calibrate", "--labels", str(labels)])
+    assert failed.exit_code != 0 and "is not an active user of the staged org" in failed.output

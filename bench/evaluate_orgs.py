@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/evaluate_orgs.py --seeds 101 [--hybrid-share 0.2 --noise 2.0] [--preset medium]
                                              [--catalog FILE] [--window-days 90] [--details]
-     .venv/bin/python bench/evaluate_orgs.py --worlds 1001 1002 ... [--partial] [--preset medium] [--noise 1.0]
+     .venv/bin/python bench/evaluate_orgs.py --worlds 1001 1002 ... [--partial] [--calibrate 5] [--preset medium]
                                              [--catalog FILE] [--window-days 90] [--details]
 
 For each seed the script generates the org (preset, seed, hybrid share, noise, as-of 2026-11-01 UTC),
@@ -21,16 +21,18 @@ rates, how API and mobile logins are recorded, a full or partial export), with t
 seed too (their random streams are separate). A world fixes its own hybrid share, so --hybrid-share does
 not apply; --noise does. Prints each world's macro-F1, accuracy and knobs, a table of recall per persona
 per world, then the median and the worst macro-F1. --partial makes every world's export partial (optional
-objects and fields absent from the org's describe), keeping its other knobs as drawn.
+objects and fields absent from the org's describe), keeping its other knobs as drawn. --calibrate N
+calibrates the catalog on each world's first N active users of each persona (by Id: the users a team
+knows), as `persona-sync calibrate` does, and judges it on the other users.
 
 Which worlds are for what (issue 13, "personas that hold on any org"):
 - world seeds 1-20 are for tuning: look at them, tune rules and thresholds on them as much as you like;
 - world seeds 1001-1010 are held out for reporting: drawn once, never tuned on. Report their numbers;
   do not change a rule because of them (if you had to look, draw new held-out seeds and say so).
 
-A world whose pull fails for some streams (e.g. an object or a field the org does not have: the product
-reads it as an error today) is still evaluated on what was staged, and flagged "pull incomplete" with the
-streams that failed: the product as it stands would stop there. A world the product cannot evaluate at all
+A world whose pull fails for some streams is still evaluated on what was staged, and flagged "pull
+incomplete" with the streams that failed (an object or a field the org lacks no longer fails a pull: the
+pull leaves it out and says so). A world the product cannot evaluate at all
 (an error computing features) is reported as failed and left out of the median.
 """
 
@@ -57,6 +59,7 @@ from persona_sync.embedded_org import pointed_at  # noqa: E402
 from personas.catalog import Catalog, default_catalog_path, load_catalog  # noqa: E402
 from personas.evaluation import Evaluation, evaluate  # noqa: E402
 from personas.features import Window, compute_features_partitioned  # noqa: E402
+from personas.calibration import calibrate  # noqa: E402
 from personas.rules import assign  # noqa: E402
 from sandbox.generate.worlds import World  # noqa: E402
 from sandbox.runner import SandboxConfig, start_sandbox  # noqa: E402
@@ -117,12 +120,20 @@ def _failed_stream_names(message: str) -> list[str]:
     return [name for name in re.findall(r"[(;] ?(\w+): ", message) if name in declared] or ["(unknown)"]
 
 
-def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int) -> Evaluation:
-    """Features, assignment and evaluation of one staged org (active users, as `persona-sync evaluate`)."""
+def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int,
+                 labelled_per_persona: int = 0) -> Evaluation:
+    """Features, assignment and evaluation of one staged org (active users, as `persona-sync evaluate`).
+
+    With `labelled_per_persona` N: the first N active users of each true persona (by Id) are the users a
+    team knows; the catalog is calibrated on them (`persona-sync calibrate`) and judged on the others."""
     features = compute_features_partitioned(staging, Window(as_of=AS_OF, days=window_days), 1)
-    assignments = assign(features, catalog)
     truth = pd.read_csv(home / "sandbox" / "truth" / "truth.csv")
     active = features.index[features["IsActive"].astype(bool)]
+    if labelled_per_persona:
+        known = truth[truth["Id"].isin(active)].sort_values("Id").groupby("persona").head(labelled_per_persona)
+        catalog, _ = calibrate(catalog, features, known.set_index("Id")["persona"])
+        active = active.difference(pd.Index(known["Id"]))
+    assignments = assign(features, catalog)
     return evaluate(assignments, truth, only=active, labels=catalog.labels)
 
 
@@ -137,13 +148,13 @@ class WorldOutcome:
 
 
 def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog: Catalog,
-                   window_days: int) -> WorldOutcome:
+                   window_days: int, labelled_per_persona: int = 0) -> WorldOutcome:
     """Stages and evaluates the org of one world; a product error is the world's outcome, not the run's end."""
     home = world_home(root, preset, world, noise)
     # The world fixes its own hybrid share: the 0.0 here is not used.
     staging = stage_org(home, preset, world.seed, 0.0, noise, world, keep_partial_pull=True)
     try:
-        result = evaluate_org(home, staging, catalog, window_days)
+        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona)
     except PersonaSyncError as error:
         return WorldOutcome(world, failure=f"{type(error).__name__}: {error}")
     return WorldOutcome(world, result, failed_streams(home))
@@ -173,7 +184,8 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
     outcomes: list[WorldOutcome] = []
     for seed in args.worlds:
         world = World.draw(seed, export="partial" if args.partial else None)
-        outcome = evaluate_world(args.root, args.preset, world, args.noise, catalog, args.window_days)
+        outcome = evaluate_world(args.root, args.preset, world, args.noise, catalog, args.window_days,
+                                 args.calibrate)
         outcomes.append(outcome)
         if outcome.result is not None:
             result = outcome.result
@@ -186,7 +198,9 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         if args.details and outcome.result is not None:
             print(outcome.result.table(), "\n")
     print(f"\n{args.preset} orgs, noise {args.noise:g}, window {args.window_days} d, catalog {args.catalog}"
-          + (", partial exports" if args.partial else ""))
+          + (", partial exports" if args.partial else "")
+          + (f", calibrated on {args.calibrate} labelled users per persona (judged on the others)"
+             if args.calibrate else ""))
     evaluated = [outcome for outcome in outcomes if outcome.result is not None]
     if evaluated:
         recall = pd.DataFrame({outcome.world.name: outcome.result.per_persona["recall"] for outcome in evaluated})
@@ -212,6 +226,9 @@ def main() -> None:
                        help=f"one org per drawn world (tuning: {TUNING_WORLDS.start}-{TUNING_WORLDS.stop - 1}; "
                             f"held out: {HELD_OUT_WORLDS.start}-{HELD_OUT_WORLDS.stop - 1})")
     parser.add_argument("--partial", action="store_true", help="with --worlds: every world's export is partial")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="with --worlds: calibrate the catalog on N known users per persona of each world "
+                             "(persona-sync calibrate) and judge it on the other users")
     parser.add_argument("--preset", default="medium", choices=("small", "medium", "large"))
     parser.add_argument("--hybrid-share", type=float, default=0.1, help="with --seeds (a world fixes its own)")
     parser.add_argument("--noise", type=float, default=1.0)

@@ -19,13 +19,15 @@ def run_counts(report: PullReport, summary: AssignmentSummary, checks: list[Chec
                staged_rows: dict[str, int] | None, coverage: dict[str, float] | None,
                push: PushReport | None = None, community: CommunityReport | None = None) -> dict[str, Any]:
     """The counts the run ledger keeps for a nightly sync: what was pulled and assigned, the checks that
-    warned or were forced, the staged rows per object (what the next run's collapse check compares with)
-    and how much of each field the catalog reads the org fills."""
+    warned or were forced, the staged rows per object (what the next run's collapse check compares with),
+    how much of each field the catalog reads the org fills, what the org lacks and what it cannot measure."""
     return {**report.counts(), "users": summary.users, "catalog_version": summary.catalog_version,
             "personas": summary.distribution,
             "checks": {status: [check.name for check in checks if check.status == status]
                        for status in ("warned", "forced")},
             "staged_rows": staged_rows or {}, "coverage": coverage or {},
+            # What this org lacks, and the catalog's features it could not measure (their conditions dropped).
+            "org_gaps": report.gaps(), "unavailable_features": dict(summary.unavailable),
             **(push.counts() if push is not None else {}), **(community.counts() if community is not None else {})}
 
 

@@ -103,6 +103,8 @@ class Org:
     features: pd.DataFrame
     truth: np.ndarray  # persona code per row (catalog order); -1 when the truth is not a catalog persona
     pure: np.ndarray  # users who are not hybrids and not silent (for describing conditions)
+    # Every active user (the integration user too), whose values set the org's scale, as in the product.
+    active: pd.DataFrame | None = None
     cache: dict = field(default_factory=dict)
 
     def values(self, subject: tuple[str, ...], scale: str = "absolute") -> np.ndarray:
@@ -117,15 +119,17 @@ class Org:
 
     def typical(self, subject: tuple[str, ...]) -> float:
         """As the product's OrgContext: the median over the (active) users with a value above 0."""
-        values = values_of(subject, self.features)
+        values = values_of(subject, self.active if self.active is not None else self.features)
         some = values[np.isfinite(values) & (values > 0)]
         return float(np.median(some)) if len(some) else float("nan")
 
     def judges(self, cond: "Cond") -> bool:
         """Whether the product keeps `cond` on this org: its features are measured, and it has a scale."""
-        if any(self.features[name].isna().all() for name in cond.subject):
-            return False
-        return cond.scale != "org" or self.typical(cond.subject) > 0
+        key = ("judges", cond.subject, cond.scale)
+        if key not in self.cache:
+            measured = not any(self.features[name].isna().all() for name in cond.subject)
+            self.cache[key] = measured and (cond.scale != "org" or self.typical(cond.subject) > 0)
+        return self.cache[key]
 
 
 def load_org(root: Path, kind: str, seed: int, labels: list[str], window_days: int) -> Org:
@@ -140,12 +144,13 @@ def load_org(root: Path, kind: str, seed: int, labels: list[str], window_days: i
         staging = stage_org(home, "medium", seed, hybrid_share, noise)
     features = compute_features_partitioned(staging, Window(as_of=AS_OF, days=window_days), 1)
     details = pd.read_csv(home / "sandbox" / "truth" / "truth_details.csv").set_index("Id")
-    features = features[features["IsActive"].astype(bool) & features.index.isin(details.index)]
+    active = features[features["IsActive"].astype(bool)]
+    features = active[active.index.isin(details.index)]
     details = details.loc[features.index]
     code = {label: i for i, label in enumerate(labels)}
     truth = details["persona"].map(code).fillna(-1).astype(int).to_numpy()
     pure = (details["secondary_persona"].isna() & (details["activity_level"] == "normal")).to_numpy()
-    return Org(kind, features, truth, pure)
+    return Org(kind, features, truth, pure, active)
 
 
 # --- scoring ---------------------------------------------------------------------------------------------
@@ -154,26 +159,43 @@ def credit(values: np.ndarray, cond: Cond) -> np.ndarray:
     return credit_of(values, cond.low, cond.high, cond.soft)
 
 
-def persona_scores(org: Org, conds: list[Cond]) -> np.ndarray:
-    """As the product scores: conditions the org cannot judge are dropped and the weights renormalised."""
-    kept = [c for c in conds if org.judges(c)]
-    if not kept:
-        return np.zeros(len(org.features))
-    weights = np.array([c.weight for c in kept])
-    total = sum(weights[i] * credit(org.values(c.subject, c.scale), c) for i, c in enumerate(kept))
-    return np.round(total / weights.sum(), 6)
+def persona_scores(org: Org, conds: list[Cond], idle: bool = False) -> np.ndarray:
+    """As the product scores (personas.rules.persona_score): conditions the org cannot judge are dropped
+    and their weight goes to the kept conditions of the same kind (at_most: what the persona does little
+    of; the others: what it does). `idle`: the score of a user with no activity instead (every feature
+    0, every ratio undefined)."""
+    rows = 1 if idle else len(org.features)
+    has_does = any(c.kind != "at_most" for c in conds)
+    if (has_does and not any(org.judges(c) for c in conds if c.kind != "at_most")) or \
+            not any(org.judges(c) for c in conds):
+        return np.zeros(rows)
+    score, share = np.zeros(rows), 0.0
+    for avoids in (False, True):
+        group = [c for c in conds if (c.kind == "at_most") == avoids]
+        kept = [c for c in group if org.judges(c)]
+        if not kept:
+            continue
+        weights = sum(c.weight for c in kept)
+        total = sum(c.weight * credit(np.array([0.0 if len(c.subject) == 1 else np.nan]) if idle
+                                      else org.values(c.subject, c.scale), c) for c in kept)
+        score = score + sum(c.weight for c in group) * total / weights
+        share += sum(c.weight for c in group)
+    return np.round(score / share, 6)
 
 
-def idle_score(conds: list[Cond]) -> float:
-    """The score of a user with no activity and no reports (every feature 0, so every ratio undefined)."""
-    weights = np.array([c.weight for c in conds])
-    credits = [credit(np.array([0.0 if len(c.subject) == 1 else np.nan]), c)[0] for c in conds]
-    return round(float(weights @ np.array(credits) / weights.sum()), 6)
+def idle_score(conds: list[Cond], orgs: list["Org"] | None = None) -> float:
+    """The highest score a user with no activity and no reports reaches on any of `orgs` (on an org that
+    has everything when none are given)."""
+    if not orgs:
+        weights = np.array([c.weight for c in conds])
+        credits = [credit(np.array([0.0 if len(c.subject) == 1 else np.nan]), c)[0] for c in conds]
+        return round(float(weights @ np.array(credits) / weights.sum()), 6)
+    return max(float(persona_scores(org, conds, idle=True)[0]) for org in orgs)
 
 
-def keeps_idle_unassigned(conds: list[Cond], min_score: float) -> bool:
+def keeps_idle_unassigned(conds: list[Cond], min_score: float, orgs: list["Org"] | None = None) -> bool:
     """The catalog's promise: someone who did nothing reaches no persona's min_score."""
-    return idle_score(conds) + IDLE_MARGIN <= min_score
+    return idle_score(conds, orgs) + IDLE_MARGIN <= min_score
 
 
 def macro_f1(truth: np.ndarray, predicted: np.ndarray, personas: int) -> float:
@@ -280,7 +302,7 @@ def coordinate_pass(scorer: Scorer, min_gain: float, flip: bool = False) -> floa
                 if variant is None and len(conds) == 1:
                     continue
                 trial = conds[:position] + ([variant] if variant else []) + conds[position + 1:]
-                if not keeps_idle_unassigned(trial, tunable.min_scores[persona]):
+                if not keeps_idle_unassigned(trial, tunable.min_scores[persona], scorer.orgs):
                     continue
                 value = scorer.objective(persona=persona, conds=trial)
                 if value > best + min_gain:
@@ -294,7 +316,7 @@ def coordinate_pass(scorer: Scorer, min_gain: float, flip: bool = False) -> floa
         for delta in (-0.05, -0.025, 0.025, 0.05):
             trial_min = list(tunable.min_scores)
             trial_min[persona] = round(min(0.95, max(0.05, trial_min[persona] + delta)), 3)
-            if not keeps_idle_unassigned(tunable.conditions[persona], trial_min[persona]):
+            if not keeps_idle_unassigned(tunable.conditions[persona], trial_min[persona], scorer.orgs):
                 continue
             value = scorer.objective(min_scores=trial_min)
             if value > current + min_gain:
@@ -334,7 +356,7 @@ def addition_pass(scorer: Scorer, min_gain: float, features: list[str], per_pers
                 for cond in candidate_conditions(scorer.orgs, persona, subject):
                     for weight in (1.0, 2.0):
                         trial = tunable.conditions[persona] + [replace(cond, weight=weight)]
-                        if not keeps_idle_unassigned(trial, tunable.min_scores[persona]):
+                        if not keeps_idle_unassigned(trial, tunable.min_scores[persona], scorer.orgs):
                             continue
                         value = scorer.objective(persona=persona, conds=trial)
                         if value > best + min_gain:

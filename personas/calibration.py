@@ -6,11 +6,11 @@ persona, and says whether that helped:
 
 - **Fit**: coordinate ascent, one number at a time (each condition's threshold and weight, each persona's
   min_score), keeping a change when it raises the macro-F1 over the labelled users (ties: the summed
-  score margin of the right persona over the best wrong one, so a fit also moves towards the labels
-  when no label flips yet). Thresholds stay within x0.5-2 of the catalog's, weights within x0.5-2,
-  min scores within 0.15, and no change may let a user with no activity reach a persona (the catalog's
-  promise that such a user is Unassigned). Scale and availability come from the whole org, whoever is
-  labelled (personas.rules.OrgContext).
+  shortfall of the users still given a wrong persona, so a fit walks towards a label that no single
+  step flips yet, and leaves users already right alone). Thresholds stay within x0.5-2 of the catalog's,
+  weights within x0.5-2, min scores within 0.15, and no change may let a user with no activity reach a
+  persona (the catalog's promise that such a user is Unassigned). Only personas someone labelled are
+  moved. Scale and availability come from the whole org, whoever is labelled (personas.rules.OrgContext).
 - **Judged by cross-validation**: the labelled users are split into folds (each persona spread over
   them); each fold is predicted by a catalog fitted without it. The report gives macro-F1 over the
   labelled users before (the catalog as written) and cross-validated after, so a team sees whether
@@ -33,7 +33,8 @@ import pandas as pd
 
 from core.errors import PersonaSyncError
 from personas.catalog import UNASSIGNED, Catalog, Condition, Persona
-from personas.rules import OrgContext, credit_of, holds, measured, persona_score, subject_values
+from personas.rules import (AVOIDS, DOES, OrgContext, credit_of, holds, kind_of, measured, persona_score,
+                            subject_values)
 
 THRESHOLD_BOUNDS = (0.5, 2.0)  # a threshold moves within these multiples of the catalog's
 WEIGHT_BOUNDS = (0.5, 2.0)
@@ -66,10 +67,12 @@ def read_labels(path: Path, catalog: Catalog, known_users: Sequence[str]) -> pd.
     by_key = {persona.id: persona.label for persona in catalog.personas} | \
         {persona.label: persona.label for persona in catalog.personas}
     known = set(known_users)
+    by_prefix = {user[:15]: user for user in known_users}  # Salesforce shows 15-character Ids in its UI too
     labels: dict[str, str] = {}
     problems = []
     for line, row in enumerate(rows, start=2):
         user, persona = (row.get("Id") or "").strip(), (row.get("persona") or "").strip()
+        user = by_prefix.get(user, user) if len(user) == 15 else user
         if persona not in by_key:
             close = difflib.get_close_matches(persona, list(by_key), n=1)
             problems.append(f"line {line}: unknown persona {persona!r}"
@@ -129,6 +132,7 @@ class _Persona:
         self.judged = [org.blind_to(condition) is None for condition in persona.rules.conditions]
         self.tests = [_Test(*condition.bounds, condition.soft, condition.weight)
                       for condition in persona.rules.conditions]
+        self.kinds = [kind_of(condition) for condition in persona.rules.conditions]
         self.values = [subject_values(condition, features, org) for condition in persona.rules.conditions]
         # A user with no activity: every feature 0 (0 on the org's scale too), every ratio undefined.
         self.idle_values = [np.array([0.0 if condition.feature else np.nan]) for condition in persona.rules.conditions]
@@ -143,34 +147,48 @@ class _Persona:
         self._sums()
 
     def _sums(self) -> None:
-        """The weighted credits and weights of the judged conditions, for users and for an idle user."""
-        judged = [i for i, flag in enumerate(self.judged) if flag]
-        self.total = sum((self.tests[i].weight * self.credits[i] for i in judged), np.zeros(len(self.gate)))
-        self.weights = sum(self.tests[i].weight for i in judged)
-        self.idle_total = sum(self.tests[i].weight * self._idle_credit(i, self.tests[i]) for i in judged)
+        """Per kind (does, avoids; see rules.persona_score): the weighted credits of the judged conditions,
+        for the users and for an idle user, their weights, and the weights of all of the kind's conditions."""
+        self.sums = {kind: self._kind_sums(kind) for kind in (DOES, AVOIDS)}
 
-    def _idle_credit(self, index: int, test: _Test) -> float:
-        return float(test.credit(self.idle_values[index])[0])
+    def _kind_sums(self, kind: str, index: int | None = None, test: _Test | None = None) -> tuple:
+        total, idle, kept, weights = np.zeros(len(self.gate)), 0.0, 0.0, 0.0
+        for position, (judged, current) in enumerate(zip(self.judged, self.tests)):
+            if self.kinds[position] != kind:
+                continue
+            credit = self.credits[position]
+            if position == index and test is not None:
+                current, credit = test, test.credit(self.values[position])
+            weights += current.weight
+            if judged:
+                total = total + current.weight * credit
+                idle += current.weight * float(current.credit(self.idle_values[position])[0])
+                kept += current.weight
+        return total, idle, kept, weights
+
+    def _combine(self, index: int | None, test: _Test | None) -> tuple[np.ndarray, float]:
+        sums = dict(self.sums)
+        if index is not None and test is not None:
+            sums[self.kinds[index]] = self._kind_sums(self.kinds[index], index, test)
+        has_does = any(kind == DOES for kind in self.kinds)
+        if (has_does and not sums[DOES][2]) or not any(kept for _, _, kept, _ in sums.values()):
+            return np.zeros(len(self.gate)), 0.0
+        score, idle, share = np.zeros(len(self.gate)), 0.0, 0.0
+        for total, idle_total, kept, weights in sums.values():
+            if kept:
+                score = score + weights * total / kept
+                idle += weights * idle_total / kept
+                share += weights
+        return score / share, idle / share
 
     def score(self, index: int | None = None, test: _Test | None = None) -> np.ndarray:
         """The persona's scores, with (judged) condition `index` replaced by `test` when given."""
-        total, weights = self.total, self.weights
-        if index is not None and test is not None:
-            was = self.tests[index]
-            total = total - was.weight * self.credits[index] + test.weight * test.credit(self.values[index])
-            weights = weights - was.weight + test.weight
-        if not weights:
-            return np.zeros(len(self.gate))
-        return np.where(self.gate, np.round(total / weights, 6), 0.0)
+        score, _ = self._combine(index, test)
+        return np.where(self.gate, np.round(score, 6), 0.0)
 
     def idle_score(self, index: int | None = None, test: _Test | None = None, min_score: float | None = None) -> bool:
         """Whether a user with no activity stays IDLE_MARGIN below the min score, with the change applied."""
-        total, weights = self.idle_total, self.weights
-        if index is not None and test is not None:
-            was = self.tests[index]
-            total = total - was.weight * self._idle_credit(index, was) + test.weight * self._idle_credit(index, test)
-            weights = weights - was.weight + test.weight
-        idle = total / weights if weights else 0.0
+        _, idle = self._combine(index, test)
         return idle + IDLE_MARGIN <= (self.min_score if min_score is None else min_score)
 
     def accept(self, index: int, test: _Test) -> None:
@@ -198,11 +216,15 @@ def _predict(scores: np.ndarray, min_scores: np.ndarray) -> np.ndarray:
 
 
 def _margin(scores: np.ndarray, truth: np.ndarray) -> float:
+    """How far the labelled users given the wrong persona are from the right one (0 when none is): the
+    mean of (right persona's score - best other score), counted only where it is negative. It lets the fit
+    walk towards a label a single step does not flip yet, without pushing users already right further
+    apart (which only fits the labels closer)."""
     rows = np.arange(len(truth))
     right = scores[rows, truth]
     wrong = scores.copy()
     wrong[rows, truth] = -np.inf
-    return float(np.clip(right - wrong.max(axis=1), -1, 1).mean())
+    return float(np.clip(right - wrong.max(axis=1), -1, 0).mean())
 
 
 def _macro_f1(truth: np.ndarray, predicted: np.ndarray, personas: int) -> float:
@@ -246,7 +268,8 @@ def _weight_variants(original: Condition, test: _Test) -> list[_Test]:
     return out
 
 
-def fit(catalog: Catalog, features: pd.DataFrame, org: OrgContext, labels: pd.Series, *, passes: int = 2) -> Catalog:
+def fit(catalog: Catalog, features: pd.DataFrame, org: OrgContext, labels: pd.Series, *, passes: int = 2,
+        margins: bool = True) -> Catalog:
     """The catalog with its numbers fitted to `labels` (user Id -> persona label; see the module docstring)."""
     labelled = features.loc[labels.index]
     truth = np.array([catalog.labels.index(label) for label in labels])
@@ -258,12 +281,14 @@ def fit(catalog: Catalog, features: pd.DataFrame, org: OrgContext, labels: pd.Se
         trial[:, column] = values
         minimum = np.array([persona.min_score for persona in personas])
         minimum[column] = min_score
-        return _macro_f1(truth, _predict(trial, minimum), len(personas)), _margin(trial, truth)
+        return _macro_f1(truth, _predict(trial, minimum), len(personas)), _margin(trial, truth) if margins else 0.0
 
     current = objective(0, scores[:, 0], personas[0].min_score)
     for _ in range(passes):
         improved = False
         for column, (persona, original) in enumerate(zip(personas, catalog.personas)):
+            if original.label not in set(labels):
+                continue  # nobody labelled it: its numbers stay as the catalog has them
             while True:
                 best, choice = current, None
                 for index, condition in enumerate(original.rules.conditions):
@@ -297,7 +322,7 @@ def fit(catalog: Catalog, features: pd.DataFrame, org: OrgContext, labels: pd.Se
 
 
 def calibrate(catalog: Catalog, features: pd.DataFrame, labels: pd.Series, *, folds: int = 5, passes: int = 2,
-              version: str | None = None) -> tuple[Catalog, CalibrationReport]:
+              version: str | None = None, margins: bool = True) -> tuple[Catalog, CalibrationReport]:
     """Fits `catalog` to `labels` and judges the fit by cross-validation (see the module docstring).
 
     `features`: the whole org's features (its active users set the scale); `labels`: user Id -> persona
@@ -308,15 +333,18 @@ def calibrate(catalog: Catalog, features: pd.DataFrame, labels: pd.Series, *, fo
     truth = np.array([catalog.labels.index(label) for label in labels])
     before = _labelled_f1(catalog, features, org, labels, truth)
     assignment = _folds(labels, folds)
+    if assignment.max() < 1:
+        raise CalibrationError("cross-validation needs two labelled users of at least one persona (each fold is "
+                               "predicted by a fit without it); five per persona is a good start")
     predicted = np.full(len(labels), -1)
     for fold in range(max(assignment) + 1):
         held = assignment == fold
-        fitted = fit(catalog, features, org, labels[~held], passes=passes)
+        fitted = fit(catalog, features, org, labels[~held], passes=passes, margins=margins)
         scores = np.column_stack([persona_score(persona, features.loc[labels.index[held]], org)
                                   for persona in fitted.personas])
         predicted[held] = _predict(scores, np.array([persona.min_score for persona in fitted.personas]))
     cross_validated = _macro_f1(truth, predicted, len(catalog.personas))
-    final = fit(catalog, features, org, labels, passes=passes)
+    final = fit(catalog, features, org, labels, passes=passes, margins=margins)
     final = final.model_copy(update={"version": version or f"{catalog.version}-calibrated"})
     fitted_f1 = _labelled_f1(final, features, org, labels, truth)
     report = CalibrationReport(len(labels), labels.nunique(), max(assignment) + 1, before, cross_validated,

@@ -99,6 +99,8 @@ class StagedRecords(Protocol):
     def buckets(self, sobject: str, columns: list[str] | None = None, *,
                 where: Callable[[pa.Table], pa.Array | pa.ChunkedArray] | None = None) -> Iterator[pa.Table]: ...
 
+    def columns_in_every_file(self, sobject: str) -> set[str] | None: ...
+
 
 # --- the window -----------------------------------------------------------------------------------
 
@@ -170,6 +172,9 @@ class Where:
     # Whether it reads its columns together, needing only one of them filled to tell rows apart ("WhoId or
     # WhatId is set"), rather than each of them.
     any_of: bool = False
+    # Whether an empty value is an answer it expects (a task with no subtype is a to-do): then its columns
+    # being empty says nothing about whether the org fills them.
+    empty_expected: bool = False
 
 
 def _column(table: pa.Table, name: str, kind: pa.DataType) -> pa.ChunkedArray:
@@ -191,7 +196,8 @@ def not_equals(column: Column, value: str, *, empty_counts: bool = False) -> Whe
     name = _name(column)
     if empty_counts:
         return Where(f"{name} is empty or != {value!r}", (column,),
-                     lambda table: pc.fill_null(pc.not_equal(_column(table, name, pa.string()), value), True))
+                     lambda table: pc.fill_null(pc.not_equal(_column(table, name, pa.string()), value), True),
+                     empty_expected=True)
     return Where(f"{name} != {value!r}", (column,),
                  lambda table: pc.not_equal(_column(table, name, pa.string()), value))
 
@@ -382,8 +388,9 @@ class Count:
         fields (one of them), a filter reading columns together (one of them), each other required column."""
         grouped = [w for w in self.where if w.any_of]
         together = {c for w in grouped for c in w.columns}
+        expected_empty = {_name(c) for w in self.where if w.empty_expected for c in w.columns}
         groups = [self.users, *(tuple(_name(c) for c in w.columns) for w in grouped)]
-        groups += [(column,) for column in self.required if column not in together]
+        groups += [(column,) for column in self.required if column not in together and column not in expected_empty]
         return tuple(dict.fromkeys(groups))
 
     def actors(self, table: pa.Table) -> pa.ChunkedArray:
@@ -646,7 +653,7 @@ def compute_features(staging: StagedRecords, window: Window, *, user_ids: Sequen
 
     The result is indexed by user Id (staging's order, sorted by Id, or the order of `user_ids`), with
     one float column per feature in FEATURES order, then CONTEXT_COLUMNS. Users with no activity get
-    zeros. The rows of a partition are exactly those the whole computation gives the same users, so a
+    zeros; a feature the org cannot measure is NaN for everyone (`unavailable_features` says why). The rows of a partition are exactly those the whole computation gives the same users, so a
     worker can compute one partition on its own. Raises FeatureError when no users are staged, or when
     `user_ids` repeats an Id or names one that is not staged.
     """
@@ -746,40 +753,56 @@ def _count_activity(staging: StagedRecords, window: Window,
     for sobject, counts in _counts_by_object().items():
         columns = list(dict.fromkeys(column for _, count in counts for column in count.columns))
         dated_by = list(dict.fromkeys(column for _, count in counts for column in count.dated_by))
-        seen = _Seen()
+        seen: Counter = Counter()  # (count position, needs group) -> [rows it is judged on, rows filling it]
+        judged: Counter = Counter()
         for table in staging.buckets(sobject, columns, where=lambda table: _any_in_window(table, dated_by, window)):
-            seen.rows += table.num_rows
             for derived in dict.fromkeys(d for _, count in counts for d in count.derived):
                 table = table.append_column(derived.name, derived.compute(table))
             actors = {count.users: count.actors(table) for _, count in counts}
-            for group in dict.fromkeys(group for _, count in counts for group in count.needs):
-                seen.filled[group] += (len(actors[group]) - actors[group].null_count if group in actors
-                                       else _filled(table, group))
-            for name, count in counts:
-                mask = window.mask(table[_name(count.at)])
-                for where in count.where:
-                    mask = pc.and_(mask, pc.fill_null(where.mask(table), False))
+            filled: dict[tuple[str, ...], pa.ChunkedArray] = {}
+            for position, (name, count) in enumerate(counts):
+                in_window = window.mask(table[_name(count.at)])
+                wheres = [(where, pc.fill_null(where.mask(table), False)) for where in count.where]
+                mask = in_window
+                for _, where_mask in wheres:
+                    mask = pc.and_(mask, where_mask)
                 totals[name] += _per_user(actors[count.users].filter(mask), users)
-        for name, count in counts:
-            reason = _unavailable(count, seen, window)
+                for group in count.needs:
+                    if group not in filled:
+                        filled[group] = pc.is_valid(actors[group]) if group in actors else _filled(table, group)
+                    base = _base(group, count, in_window, wheres, table.num_rows)
+                    judged[(position, group)] += _true(base)
+                    seen[(position, group)] += _true(pc.and_(base, filled[group]))
+        nothing_staged = staging.columns_in_every_file(sobject) is None
+        for position, (name, count) in enumerate(counts):
+            reason = _unavailable(count, position, judged, seen, nothing_staged)
             if reason and name not in unavailable:
                 unavailable[name] = reason
-        if not seen.rows:
-            log.info("features: nothing of %s in the window; its features are unavailable", sobject)
     return totals, unavailable
 
 
-@dataclass
-class _Seen:
-    """What one object's rows in the window fill: rows, and rows filling each group of `Count.needs`."""
+def _base(group: tuple[str, ...], count: Count, in_window: pa.ChunkedArray,
+          wheres: list[tuple[Where, pa.ChunkedArray]], rows: int) -> pa.ChunkedArray:
+    """The rows on which a needed column (group) is judged: those the count's other tests select (in the
+    window by its date, passing its filters), leaving out the tests that read the column itself. A
+    conversion date is judged among converted leads, a call direction among calls."""
+    reads = set(group)
+    base = in_window if not reads & set(count.dated_by) else pa.chunked_array([pa.array(np.ones(rows, dtype=bool))])
+    for where, where_mask in wheres:
+        where_reads = {_name(column) for column in where.columns} | \
+            {c for column in where.columns if isinstance(column, Derived) for c in column.columns}
+        if not reads & where_reads:
+            base = pc.and_(base, where_mask)
+    return base
 
-    rows: int = 0
-    filled: Counter = field(default_factory=Counter)
+
+def _true(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
 
 
-def _filled(table: pa.Table, group: tuple[str, ...]) -> int:
-    """Rows of `table` that set (not null, not '') at least one of the columns in `group`."""
-    filled = None
+def _filled(table: pa.Table, group: tuple[str, ...]) -> pa.ChunkedArray:
+    """Which rows of `table` set (not null, not '') at least one of the columns in `group`."""
+    filled = pa.chunked_array([pa.array(np.zeros(table.num_rows, dtype=bool))])
     for name in group:
         values = table[name] if name in table.column_names else None
         if values is None or pa.types.is_null(values.type):
@@ -787,21 +810,25 @@ def _filled(table: pa.Table, group: tuple[str, ...]) -> int:
         mask = pc.is_valid(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             mask = pc.fill_null(pc.not_equal(values, ""), False)
-        filled = mask if filled is None else pc.or_(filled, mask)
-    return 0 if filled is None else int(pc.sum(filled.cast(pa.int64())).as_py() or 0)
+        filled = pc.or_(filled, mask)
+    return filled
 
 
-def _unavailable(count: Count, seen: _Seen, window: Window) -> str | None:
-    """Why `count` cannot be measured on this org, or None when it can: its object has no row in the
-    window, or a column it reads (or all of its user fields) is empty in (almost) every such row. A zero
-    measured there would be a blind spot, not a fact about the users."""
-    if not seen.rows:
-        return f"no {count.sobject} row in the {window.days} days to {window.as_of:%Y-%m-%d} (absent from the org?)"
-    least = seen.rows * MIN_FILLED_SHARE
-    empty = [" and ".join(group) for group in count.needs if seen.filled[group] < least]
+def _unavailable(count: Count, position: int, judged: Counter, seen: Counter, nothing_staged: bool) -> str | None:
+    """Why `count` cannot be measured on this org, or None when it can: nothing of its object is staged
+    (the org or its export lacks it), or a column it needs (or all of its user fields) is empty in (almost)
+    every row it is judged on. A zero measured there would be a blind spot, not a fact about the users.
+    An object with rows, none in the window, is measured: its features are 0 for everyone."""
+    if nothing_staged:
+        return f"nothing of {count.sobject} is staged (the org, or its export, has none)"
+    empty = []
+    for group in count.needs:
+        rows = judged[(position, group)]
+        if rows and seen[(position, group)] < rows * MIN_FILLED_SHARE:
+            empty.append((" or ".join(group), rows))
     if empty:
-        return (f"{', '.join(f'{count.sobject}.{name}' for name in empty)} filled in fewer than "
-                f"{MIN_FILLED_SHARE:.0%} of its {seen.rows:,} rows in the window")
+        return "; ".join(f"{count.sobject}.{name} filled in fewer than {MIN_FILLED_SHARE:.0%} of the {rows:,} rows "
+                         "it is read on in the window" for name, rows in empty)
     return None
 
 

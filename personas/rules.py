@@ -11,9 +11,10 @@ Scoring (vectorised: one numpy operation per condition, over all users at once):
   org's active users (the `IsActive` rows of the frame scored, or of the `org` frame given) who have a
   value above 0. An org where nobody has any gives no scale: such tests are dropped like those below.
 - A feature the org cannot measure (its source is absent or empty there: `unavailable_features`) is
-  never read as zero: every condition, required test or exclusion on it is dropped for the run, and the
-  remaining conditions' weights are renormalised (the mean is over what is measured). A persona left
-  with no condition scores 0. Scores are rounded to six
+  never read as zero: every condition, required test or exclusion on it is dropped for the run, and its
+  weight goes to the kept conditions of the same kind (what the persona does, or does little of), so the
+  mean is over what is measured and someone who did nothing stays Unassigned. A persona with no "does"
+  condition left scores 0. Scores are rounded to six
   decimals, so equal scores are equal on every machine.
 
 Assignment (`assign`): the best persona if its score reaches its `min_score`, else `Unassigned`.
@@ -33,7 +34,7 @@ from personas.catalog import UNASSIGNED, Catalog, Condition, Criterion, Persona
 from personas.features import FEATURES, PER_30_DAYS, SHARE, Ratio, unavailable_features
 
 __all__ = ["REASON_MAX_CHARS", "UNASSIGNED", "RuleInputError", "assign", "condition_credit", "credit_of", "explain",
-           "holds", "measured", "OrgContext", "persona_score", "score_personas", "subject_values", "values_of"]
+           "holds", "kind_of", "measured", "OrgContext", "persona_score", "score_personas", "subject_values", "values_of"]
 
 REASON_MAX_CHARS = 255  # the Salesforce text field the reason is written to
 REASON_TOP_CONDITIONS = 3
@@ -94,20 +95,44 @@ def measured(criteria: list[Criterion] | list[Condition], org: OrgContext) -> li
 
 
 def persona_score(persona: Persona, features: pd.DataFrame, org: OrgContext) -> np.ndarray:
-    """One persona's score (0..1) for every row of `features`, on the org `org` describes."""
+    """One persona's score (0..1) for every row of `features`, on the org `org` describes.
+
+    Conditions the org cannot judge are dropped and their weight goes to the kept conditions *of the same
+    kind* (`kind_of`: what the persona does, or what it does little of), so a persona's balance between
+    the two stays as the catalog wrote it: were an org to lack the objects of everything a persona does,
+    the conditions on what it does not do would otherwise decide alone, and someone who did nothing
+    would reach it. A persona none of whose "does" conditions can be judged scores 0 on this org."""
     rules = persona.rules
-    conditions = measured(rules.conditions, org)
-    if not conditions:
+    weights = np.array([condition.weight for condition in rules.conditions])
+    kinds = np.array([kind_of(condition) for condition in rules.conditions])
+    judged = np.array([org.blind_to(condition) is None for condition in rules.conditions])
+    if (kinds == DOES).any() and not judged[kinds == DOES].any() or not judged.any():
         return np.zeros(len(features))
-    weights = np.array([condition.weight for condition in conditions])
-    credits = np.column_stack([condition_credit(condition, features, org) for condition in conditions])
-    score = credits @ weights / weights.sum()
+    score = np.zeros(len(features))
+    share = 0.0
+    for kind in (DOES, AVOIDS):
+        kept = judged & (kinds == kind)
+        if not kept.any():
+            continue
+        credits = np.column_stack([condition_credit(condition, features, org)
+                                   for condition, keep in zip(rules.conditions, kept) if keep])
+        score += weights[kinds == kind].sum() * (credits @ weights[kept]) / weights[kept].sum()
+        share += weights[kinds == kind].sum()
+    score = score / share
     gate = np.ones(len(features), dtype=bool)
     for criterion in measured(rules.required, org):
         gate &= holds(criterion, features, org)
     for criterion in measured(rules.exclusions, org):
         gate &= ~holds(criterion, features, org)
     return np.round(np.where(gate, score, 0.0), SCORE_DECIMALS)
+
+
+DOES, AVOIDS = "does", "avoids"
+
+
+def kind_of(condition: Condition) -> str:
+    """Whether a condition is on something the persona does (at_least, between) or does little of (at_most)."""
+    return AVOIDS if condition.at_most is not None else DOES
 
 
 def subject_values(criterion: Criterion, features: pd.DataFrame, org: OrgContext | None = None) -> np.ndarray:

@@ -105,9 +105,19 @@ def reused_assignments(config: PersonasConfig, state_config: StateConfig, run_id
     with StateStore.from_config(state_config) as state:
         stored = state.assignments(stored_run_id)
     distribution = stored["persona"].value_counts().sort_index().to_dict()
+    features_file = features_path(config, as_of)
     return AssignmentSummary(run_id, as_of, str(stored["catalog_version"].iloc[0]) if len(stored) else "", len(stored),
                              {str(key): int(value) for key, value in distribution.items()},
-                             features_path(config, as_of), candidates_path(config, run_id), stored_run_id)
+                             features_file, candidates_path(config, run_id), stored_run_id,
+                             unavailable=_unavailable_used(features_file, catalog_for(config)))
+
+
+def _unavailable_used(features_file: Path, catalog: Catalog) -> dict[str, str]:
+    """The features the catalog reads that the org of `features_file` could not measure (name -> why)."""
+    if not features_file.exists():
+        return {}
+    features = pd.read_parquet(features_file, columns=["IsActive"])  # the attrs come with any column
+    return {name: why for name, why in unavailable_features(features).items() if name in catalog.features}
 
 
 def store_assignments(state_config: StateConfig, summary: AssignmentSummary) -> int:
@@ -146,7 +156,11 @@ def calibrate_catalog(config: PersonasConfig, state_config: StateConfig, labels_
         raise CalibrationError("no run has stored assignments yet, so there are no features to calibrate on: "
                                "run `persona-sync run` first")
     as_of = latest["as_of"].iloc[0].to_pydatetime()
-    features = pd.read_parquet(features_path(config, as_of))
+    features_file = features_path(config, as_of)
+    if not features_file.exists():
+        raise CalibrationError(f"the features of the latest run (as of {as_of:%Y-%m-%d %H:%M} UTC) are gone from "
+                               f"{features_file}: run `persona-sync run` again to compute them")
+    features = pd.read_parquet(features_file)
     catalog = catalog_for(config)
     active = features.index[features["IsActive"].astype(bool)]
     labels = read_labels(labels_file, catalog, list(active))

@@ -8,7 +8,8 @@ describe at pull time, so a real org and the sandbox are read the same way.
 
 What an org may lack: a partial export, a managed package or an old object can miss a field (an
 OwnerId where CreatedById is there) or a whole object. Only the Id, the cursor and one of the user fields
-are required; any other field the org's describe lacks is left out of the pull (and reported), and the
+are required (and a few fields a stream names: who is active and under whom, the filter Knowledge
+needs); any other field the org's describe lacks is left out of the pull (and reported), and the
 features it feeds become unavailable for the run rather than zero (personas/features.py). An object the
 org does not have, or does not show the integration user, is skipped and reported, except the
 reference data every row is checked against (REQUIRED_OBJECTS).
@@ -42,6 +43,8 @@ class Stream:
     full_history: bool = False
     # A filter the object requires in every query (KnowledgeArticleVersion must name PublishStatus).
     required_filter: str | None = None
+    # Declared fields the pull cannot do without, beyond the Id and the cursor (see `required`).
+    required_fields: tuple[str, ...] = ()
     # Fields read when the org has them, and left out when it does not yet (custom fields an admin adds,
     # perhaps after the first pull: then the stream is read again in full, to fill them in).
     optional: tuple[str, ...] = ()
@@ -53,8 +56,9 @@ class Stream:
 
     @property
     def required(self) -> tuple[str, ...]:
-        """The fields it cannot be pulled without: the Id and the cursor (one user field is needed too)."""
-        return ("Id", self.cursor)
+        """The fields it cannot be pulled without: the Id, the cursor and `required_fields` (and, for
+        activity, one of its user fields)."""
+        return ("Id", self.cursor, *self.required_fields)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -72,6 +76,9 @@ STREAMS: tuple[Stream, ...] = (
            feeds="the people: context (title, department, profile, role, manager), the keys community tables "
                  "know them by (username, email, federation id) and current persona fields",
            user_fields=(), soft_delete=False, full_history=True,
+           # Who is active, since when, and under whom (direct reports), and the keys the community tables
+           # know people by: without them nothing downstream is right, so an org lacking one is an error.
+           required_fields=("Username", "Email", "IsActive", "ManagerId", "CreatedDate"),
            # The persona fields persona-sync writes: an org has them once its admin has created them.
            optional=("FederationIdentifier", "Persona__c", "Persona_Score__c", "Persona_Confidence__c", "Persona_Reason__c",
                      "Persona_Updated__c")),
@@ -104,7 +111,8 @@ STREAMS: tuple[Stream, ...] = (
            cursor="CreatedDate", user_fields=("CreatedById",), soft_delete=False),
     Stream("KnowledgeArticleVersion", "ka0", ("KnowledgeArticleId", "PublishStatus", "VersionNumber", *_AUDIT),
            feeds="knowledge articles written", user_fields=("CreatedById",),
-           required_filter="PublishStatus IN ('Online', 'Draft', 'Archived')", soft_delete=False),
+           required_filter="PublishStatus IN ('Online', 'Draft', 'Archived')", required_fields=("PublishStatus",),
+           soft_delete=False),
     # Analytics, administration and collaboration.
     Stream("Report", "00O", ("OwnerId", "LastModifiedById", "LastModifiedDate", *_AUDIT),
            feeds="reports created or modified", user_fields=("CreatedById", "LastModifiedById")),

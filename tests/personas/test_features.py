@@ -549,6 +549,9 @@ def test_each_object_is_scanned_once_for_all_partitions(small_org: Staging) -> N
             scans[sobject] = scans.get(sobject, 0) + 1
             return small_org.buckets(sobject, columns, **options)
 
+        def columns_in_every_file(self, sobject: str) -> set[str] | None:  # file footers only: not a scan
+            return small_org.columns_in_every_file(sobject)
+
     compute_features_partitioned(CountingStaging(), Window(as_of=AS_OF, days=90), 7)
 
     assert {"Task", "Case", "LoginHistory", "User"} <= set(scans)
@@ -568,6 +571,12 @@ def sparse(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
                                   *_rows(1, OwnerId=COLLEAGUE, CreatedById=REP, CreatedDate=INSIDE)])
     _stage(staging, "Case", _rows(2, OwnerId=COLLEAGUE, CreatedById=COLLEAGUE, CreatedDate=INSIDE, IsClosed=True,
                                   ClosedDate=INSIDE, IsEscalated=False))
+    # 300 leads, 2 of them converted: a conversion date is rare by nature, not missing.
+    _stage(staging, "Lead", [*_rows(298, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE, IsConverted=False),
+                             *_rows(2, OwnerId=REP, CreatedById=REP, CreatedDate=INSIDE, IsConverted=True,
+                                    ConvertedDate=INSIDE)])
+    # Contracts exist, none in the window: a quiet object, measured as 0 for everyone.
+    _stage(staging, "Contract", _rows(3, OwnerId=REP, CreatedById=REP, CreatedDate=BEFORE))
     return compute_features(staging, TINY)
 
 
@@ -576,14 +585,23 @@ def test_a_feature_whose_source_is_empty_is_unavailable_not_zero(sparse: pd.Data
     assert "Task.CallType" in unavailable["inbound_calls"]
     assert sparse["inbound_calls"].isna().all() and sparse["inbound_call_share"].isna().all()
     assert "inbound_calls" in unavailable["inbound_call_share"]  # a share of an unmeasured rate
-    assert "KnowledgeArticleVersion" in unavailable["articles_written"]  # no such row at all
+    assert "nothing of KnowledgeArticleVersion is staged" in unavailable["articles_written"]
     assert sparse["articles_written_share"].isna().all()
     # What the org does have is measured, zeros included, and the total adds up what is measured.
     assert sparse.loc[REP, "calls"] == 3 and sparse.loc[COLLEAGUE, "calls"] == 0
     assert "calls" not in unavailable and "activity_total" not in unavailable
-    assert sparse.loc[REP, "activity_total"] == pytest.approx((6 + 3) / 2)
+    assert sparse.loc[REP, "activity_total"] == pytest.approx((6 + 3 + 300 + 2) / 2)  # calls, list emails, leads
     measured_shares = [f"{name}_share" for name in ACTIVITY_FEATURES if name not in unavailable]
     assert sparse.loc[REP, measured_shares].sum() == pytest.approx(1.0)
+
+
+def test_a_sparse_field_or_a_quiet_object_is_measured(sparse: pd.DataFrame) -> None:
+    unavailable = unavailable_features(sparse)
+    assert "leads_converted" not in unavailable and sparse.loc[REP, "leads_converted"] == 2 / 2
+    assert "contracts" not in unavailable and (sparse["contracts"] == 0).all()
+    # Tasks with no subtype are to-dos: an empty TaskSubtype is an answer, not a gap.
+    assert "tasks_logged" not in unavailable and "internal_tasks" in unavailable  # no WhoId or WhatId at all
+    assert "Task.WhoId or WhatId" in unavailable["internal_tasks"]
 
 
 def test_unavailable_features_survive_parquet(sparse: pd.DataFrame, tmp_path: Path) -> None:

@@ -137,8 +137,19 @@ def _dom(browser: str, url: str, *extra: str) -> str:
     return result.stdout
 
 
+def _dom_showing(browser: str, url: str, needles: tuple[str, ...], attempts: int = 3) -> str:
+    """The page's DOM once it shows every one of `needles`: the UI fetches its data after it loads, and on a
+    busy machine a first load may end before the data arrived, so the page is loaded again (a user would
+    see it a moment later)."""
+    for _ in range(attempts):
+        page = _dom(browser, url, "--dump-dom")
+        if all(needle in page for needle in needles):
+            break
+    return page
+
+
 def _check_artifacts_in_the_ui(ui: str, keys: tuple[str, ...]) -> None:
-    artifacts = _dom(_chromium(), f"{ui}/artifacts", "--dump-dom")
+    artifacts = _dom_showing(_chromium(), f"{ui}/artifacts", keys)
     for key in keys:
         assert key in artifacts, key
 
@@ -152,14 +163,16 @@ def _check_the_ui(ui: str, flow_run_id: str, output: Path) -> None:
     def page(path: str, *extra: str) -> str:
         return _dom(browser, f"{ui}{path}", *extra)
 
-    run_page = page(f"/runs/flow-run/{flow_run_id}", "--dump-dom")
+    run_page = _dom_showing(browser, f"{ui}/runs/flow-run/{flow_run_id}", ("nightly-sync-2026-11-01", "Completed"))
     assert "nightly-sync-2026-11-01" in run_page and "Completed" in run_page
     # The list shows the newest task runs (about ten): those of tonight's run, the pull the oldest of them.
-    task_runs = page("/runs?tab=task-runs", "--dump-dom")
-    for task in ("staging-checks", "feature-checks", "assignment-checks", "pushed-to-salesforce", "run-summary"):
+    tasks = ("staging-checks", "feature-checks", "assignment-checks", "pushed-to-salesforce", "run-summary")
+    task_runs = _dom_showing(browser, f"{ui}/runs?tab=task-runs", tuple(f"{task}-" for task in tasks))
+    for task in tasks:
         assert f"{task}-" in task_runs, task
-    artifacts = page("/artifacts", "--dump-dom")
-    for key in ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users"):
+    keys = ("nightly-sync", "persona-distribution", "data-docs", "push", "changed-users")
+    artifacts = _dom_showing(browser, f"{ui}/artifacts", keys)
+    for key in keys:
         assert key in artifacts, key
     page(f"/runs/flow-run/{flow_run_id}", f"--screenshot={output / 'prefect-ui-flow-run.png'}", "--window-size=1400,1000")
     assert (output / "prefect-ui-flow-run.png").stat().st_size > 10_000

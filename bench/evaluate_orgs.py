@@ -23,7 +23,8 @@ not apply; --noise does. Prints each world's macro-F1, accuracy and knobs, a tab
 per world, then the median and the worst macro-F1. --partial makes every world's export partial (optional
 objects and fields absent from the org's describe), keeping its other knobs as drawn. --calibrate N
 calibrates the catalog on each world's first N active users of each persona (by Id: the users a team
-knows), as `persona-sync calibrate` does, and judges it on the other users.
+knows), as `persona-sync calibrate` does, uses it where its cross-validation says it helped (as the
+command advises), and judges the result on the other users.
 
 Which worlds are for what (issue 13, "personas that hold on any org"):
 - world seeds 1-20 are for tuning: look at them, tune rules and thresholds on them as much as you like;
@@ -131,8 +132,15 @@ def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: in
     active = features.index[features["IsActive"].astype(bool)]
     if labelled_per_persona:
         known = truth[truth["Id"].isin(active)].sort_values("Id").groupby("persona").head(labelled_per_persona)
-        catalog, _ = calibrate(catalog, features, known.set_index("Id")["persona"])
+        calibrated, report = calibrate(catalog, features, known.set_index("Id")["persona"])
+        # As `persona-sync calibrate` advises: the calibrated catalog only where cross-validation says it helped.
+        print(f"  calibration: labelled macro-F1 {report.before:.3f} before, {report.cross_validated:.3f} "
+              f"cross-validated: {'used' if report.helped else 'not used'}", flush=True)
         active = active.difference(pd.Index(known["Id"]))
+        uncalibrated = evaluate(assign(features, catalog), truth, only=active, labels=catalog.labels)
+        print(f"  the catalog as written, on the same (unlabelled) users: macro-F1 {uncalibrated.macro_f1:.3f}",
+              flush=True)
+        catalog = calibrated if report.helped else catalog
     assignments = assign(features, catalog)
     return evaluate(assignments, truth, only=active, labels=catalog.labels)
 

@@ -91,5 +91,7 @@ def test_idle_score_is_the_rule_engines_score_for_no_activity() -> None:
     catalog = load_catalog(default_catalog_path())
     tunable = tune_catalog.read_tunable(default_catalog_path())
     idle = pd.DataFrame({feature.name: [0.0] for feature in FEATURES}, index=["005IDLE"])
-    expected = score_personas(idle, catalog).iloc[0].tolist()
+    # An org where someone has some of everything, so `scale: org` tests have a scale, as in a real org.
+    org = pd.concat([idle, pd.DataFrame({feature.name: [1.0] for feature in FEATURES}, index=["005BUSY"])])
+    expected = score_personas(idle, catalog, org=org).iloc[0].tolist()
     assert [tune_catalog.idle_score(conds) for conds in tunable.conditions] == pytest.approx(expected, abs=1e-6)

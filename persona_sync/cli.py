@@ -218,7 +218,8 @@ def run(
     _print_push(settings, summary.run_id)
     truth = settings.sandbox_data_dir / "truth" / "truth.csv"
     if not settings.org_configured and truth.exists():
-        _print_evaluation(settings, summary.run_id, truth, None)
+        # A run that reused an earlier one's decisions stored none of its own: evaluate the ones it pushed.
+        _print_evaluation(settings, summary.stored_run_id or summary.run_id, truth, None)
     _print_where_to_look(resolved, summary)
 
 

@@ -121,8 +121,16 @@ def _failed_stream_names(message: str) -> list[str]:
     return [name for name in re.findall(r"[(;] ?(\w+): ", message) if name in declared] or ["(unknown)"]
 
 
+@dataclass
+class Calibrated:
+    """With --calibrate: whether the calibrated catalog was used, and the catalog as written on the same users."""
+
+    used: bool
+    as_written: float
+
+
 def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int,
-                 labelled_per_persona: int = 0) -> Evaluation:
+                 labelled_per_persona: int = 0, calibrated_out: list[Calibrated] | None = None) -> Evaluation:
     """Features, assignment and evaluation of one staged org (active users, as `persona-sync evaluate`).
 
     With `labelled_per_persona` N: the first N active users of each true persona (by Id) are the users a
@@ -140,6 +148,8 @@ def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: in
         uncalibrated = evaluate(assign(features, catalog), truth, only=active, labels=catalog.labels)
         print(f"  the catalog as written, on the same (unlabelled) users: macro-F1 {uncalibrated.macro_f1:.3f}",
               flush=True)
+        if calibrated_out is not None:
+            calibrated_out.append(Calibrated(report.helped, uncalibrated.macro_f1))
         catalog = calibrated if report.helped else catalog
     assignments = assign(features, catalog)
     return evaluate(assignments, truth, only=active, labels=catalog.labels)
@@ -151,6 +161,7 @@ class WorldOutcome:
 
     world: World
     result: Evaluation | None = None
+    calibrated: Calibrated | None = None
     failed_streams: list[str] | None = None
     failure: str = ""
 
@@ -162,10 +173,11 @@ def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog:
     # The world fixes its own hybrid share: the 0.0 here is not used.
     staging = stage_org(home, preset, world.seed, 0.0, noise, world, keep_partial_pull=True)
     try:
-        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona)
+        calibrated: list[Calibrated] = []
+        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona, calibrated)
     except PersonaSyncError as error:
         return WorldOutcome(world, failure=f"{type(error).__name__}: {error}")
-    return WorldOutcome(world, result, failed_streams(home))
+    return WorldOutcome(world, result, calibrated[0] if calibrated else None, failed_streams(home))
 
 
 def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
@@ -217,6 +229,12 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         worst = min(evaluated, key=lambda outcome: outcome.result.macro_f1)
         print(f"median macro-F1 over {len(evaluated)} world(s): {statistics.median(scores):.3f}")
         print(f"worst macro-F1: {worst.result.macro_f1:.3f} (world {worst.world.name})")
+        calibrations = [outcome.calibrated for outcome in evaluated if outcome.calibrated is not None]
+        if calibrations:
+            written = [calibration.as_written for calibration in calibrations]
+            print(f"calibration used in {sum(c.used for c in calibrations)} of {len(calibrations)} world(s); the "
+                  f"catalog as written on the same users: median {statistics.median(written):.3f}, worst "
+                  f"{min(written):.3f}")
     incomplete = [outcome.world.name for outcome in evaluated if outcome.failed_streams]
     if incomplete:
         print(f"{len(incomplete)} world(s) evaluated on an incomplete pull (the product's pull fails there): "

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/tune_catalog.py [--catalog catalogs/default.yaml] [--seeds 1 2 ... 10]
                                             [--validate 11 12 13 14 15] [--passes 3] [--add] [--write]
+                                            [--worlds 1 ... 15] [--validate-worlds 16 ... 20] [--flip-scale]
 
 How the default catalog was made: the conditions were written by hand from the persona research (what
 each persona does and does not do); this script then moves their numbers. Coordinate ascent: for one
@@ -13,6 +14,11 @@ on every share and people feature, a few at a time, where one helps by at least 
 prints the objective on the validation seeds too (never tuned on), to show whether a gain is real or
 overfit. No change may let a user with no activity and no reports reach a persona's min_score (the
 catalog's promise that such a user is Unassigned): min scores too low for that are lifted first.
+
+`--worlds` adds the orgs of those world seeds (sandbox/generate/worlds.py; seeds 1-20 are for tuning,
+1001-1010 are held out and refused here) to the objective, `--validate-worlds` to the validation;
+scoring drops the conditions an org cannot judge as the product does. `--flip-scale` also tries each
+condition on the other scale (absolute numbers, or `scale: org` over the tuning orgs' typical value).
 
 `--write` rewrites the catalog's condition lines and min_score values in place (the rest of the file,
 its notes and comments, is kept); each condition's comment names the personas it tells this one
@@ -490,8 +496,8 @@ def main() -> None:
             print(f"{tunable.labels[persona]}: min_score {tunable.min_scores[persona]} -> {lifted}, above the "
                   f"score of a user with no activity ({idle_score(conds)})")
             tunable.min_scores[persona] = lifted
-    if set(args.worlds) & set(range(1001, 1011)):
-        raise SystemExit("world seeds 1001-1010 are held out for reporting: never tune on them")
+    if (set(args.worlds) | set(args.validate_worlds)) & set(range(1001, 1011)):
+        raise SystemExit("world seeds 1001-1010 are held out for reporting: never tune or validate on them")
     load = lambda seeds, worlds: [load_org(args.root, kind, seed, tunable.labels, args.window_days)  # noqa: E731
                                   for kind in KINDS for seed in seeds] + \
         [load_org(args.root, "world", seed, tunable.labels, args.window_days) for seed in worlds]

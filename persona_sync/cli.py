@@ -639,6 +639,10 @@ def _print_evaluation(settings: Settings, run_id: str, truth_file: Path, picture
 
     state = _state(settings)
     assignments = state.assignments(run_id)
+    if assignments.empty:  # a dry run stores none
+        console.print(f"Run {run_id} stored no assignments (a dry run stores none): nothing to evaluate.",
+                      highlight=False)
+        return
     features = pd.read_parquet(features_path(settings.personas(), assignments["as_of"].iloc[0]),
                                columns=["IsActive"])
     active = features.index[features["IsActive"].astype(bool)]

@@ -176,6 +176,7 @@ def test_backfill_refuses_a_range_it_cannot_compute_before_starting_anything(tmp
     assert not (tmp_path / "prefect").exists()  # refused before a Prefect API was started
 
 
+@pytest.mark.timeout(600)  # two runs, each starting a sandbox and a Prefect API
 def test_the_main_job_twice_on_embedded_defaults(tmp_path: Path) -> None:
     """What the README's first command runs, twice: the sandbox, a temporary Prefect API, the nightly sync,
     the evaluation against the sandbox's truth. The second night reuses the first's decisions, writes

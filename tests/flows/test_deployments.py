@@ -141,10 +141,12 @@ def _dom_showing(browser: str, url: str, needles: tuple[str, ...], attempts: int
     """The page's DOM once it shows every one of `needles`: the UI fetches its data after it loads, and on a
     busy machine a first load may end before the data arrived, so the page is loaded again (a user would
     see it a moment later)."""
-    for _ in range(attempts):
-        page = _dom(browser, url, "--dump-dom")
+    page = _dom(browser, url, "--dump-dom")
+    for _ in range(attempts - 1):
         if all(needle in page for needle in needles):
             break
+        time.sleep(2)
+        page = _dom(browser, url, "--dump-dom")
     return page
 
 

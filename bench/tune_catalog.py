@@ -43,6 +43,7 @@ import pandas as pd  # noqa: E402
 
 from evaluate_orgs import AS_OF, org_home, stage_org, world_home  # noqa: E402
 from personas.catalog import default_catalog_path, load_catalog  # noqa: E402
+from personas.evaluation import macro_f1_of_codes  # noqa: E402
 from personas.features import FEATURES, PEOPLE, SHARE, Window, compute_features_partitioned  # noqa: E402
 from personas.rules import credit_of, values_of  # noqa: E402
 from sandbox.generate.worlds import World  # noqa: E402
@@ -204,21 +205,6 @@ def keeps_idle_unassigned(conds: list[Cond], min_score: float, orgs: list["Org"]
     return idle_score(conds, orgs) + IDLE_MARGIN <= min_score
 
 
-def macro_f1(truth: np.ndarray, predicted: np.ndarray, personas: int) -> float:
-    """As personas.evaluation.evaluate: F1 averaged over personas that are true or assigned; -1 = Unassigned."""
-    keep = truth >= 0
-    truth, predicted = truth[keep], predicted[keep]
-    hits = np.bincount(truth[truth == predicted], minlength=personas).astype(float)
-    support = np.bincount(truth, minlength=personas).astype(float)
-    assigned = np.bincount(predicted[predicted >= 0], minlength=personas).astype(float)
-    present = (support > 0) | (assigned > 0)
-    precision = np.divide(hits, assigned, out=np.zeros(personas), where=assigned > 0)
-    recall = np.divide(hits, support, out=np.zeros(personas), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(personas), where=both > 0)
-    return float(f1[present].mean())
-
-
 class Scorer:
     """Keeps every org's score matrix, so a change to one persona rescores only that persona's column."""
 
@@ -238,7 +224,7 @@ class Scorer:
                 matrix[:, persona] = persona_scores(org, conds)
             best = np.argmax(matrix, axis=1)  # the first of equal scores: catalog order
             clears = matrix[np.arange(len(best)), best] >= minimum[best]
-            results.append(macro_f1(org.truth, np.where(clears, best, -1), matrix.shape[1]))
+            results.append(macro_f1_of_codes(org.truth, np.where(clears, best, -1), matrix.shape[1]))
         return results
 
     def objective(self, **change) -> float:

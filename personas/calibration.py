@@ -33,6 +33,7 @@ import pandas as pd
 
 from core.errors import PersonaSyncError
 from personas.catalog import UNASSIGNED, Catalog, Condition, Persona
+from personas.evaluation import macro_f1_of_codes
 from personas.rules import (AVOIDS, DOES, OrgContext, credit_of, holds, kind_of, measured, persona_score,
                             subject_values)
 
@@ -227,19 +228,6 @@ def _margin(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(np.clip(right - wrong.max(axis=1), -1, 0).mean())
 
 
-def _macro_f1(truth: np.ndarray, predicted: np.ndarray, personas: int) -> float:
-    """As personas.evaluation: F1 averaged over the personas true or assigned for some user."""
-    hits = np.bincount(truth[truth == predicted], minlength=personas).astype(float)
-    support = np.bincount(truth, minlength=personas).astype(float)
-    assigned = np.bincount(predicted[predicted >= 0], minlength=personas).astype(float)
-    present = (support > 0) | (assigned > 0)
-    precision = np.divide(hits, assigned, out=np.zeros(personas), where=assigned > 0)
-    recall = np.divide(hits, support, out=np.zeros(personas), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(personas), where=both > 0)
-    return float(f1[present].mean()) if present.any() else 0.0
-
-
 def _threshold_variants(original: Condition, test: _Test) -> list[_Test]:
     """`test` with its threshold (and ramp) moved by each step, within the bounds around `original`'s."""
     if original.at_least is not None:
@@ -281,7 +269,8 @@ def fit(catalog: Catalog, features: pd.DataFrame, org: OrgContext, labels: pd.Se
         trial[:, column] = values
         minimum = np.array([persona.min_score for persona in personas])
         minimum[column] = min_score
-        return _macro_f1(truth, _predict(trial, minimum), len(personas)), _margin(trial, truth) if margins else 0.0
+        f1 = macro_f1_of_codes(truth, _predict(trial, minimum), len(personas))
+        return f1, _margin(trial, truth) if margins else 0.0
 
     current = objective(0, scores[:, 0], personas[0].min_score)
     for _ in range(passes):
@@ -343,7 +332,7 @@ def calibrate(catalog: Catalog, features: pd.DataFrame, labels: pd.Series, *, fo
         scores = np.column_stack([persona_score(persona, features.loc[labels.index[held]], org)
                                   for persona in fitted.personas])
         predicted[held] = _predict(scores, np.array([persona.min_score for persona in fitted.personas]))
-    cross_validated = _macro_f1(truth, predicted, len(catalog.personas))
+    cross_validated = macro_f1_of_codes(truth, predicted, len(catalog.personas))
     final = fit(catalog, features, org, labels, passes=passes, margins=margins)
     final = final.model_copy(update={"version": version or f"{catalog.version}-calibrated"})
     fitted_f1 = _labelled_f1(final, features, org, labels, truth)
@@ -355,7 +344,8 @@ def calibrate(catalog: Catalog, features: pd.DataFrame, labels: pd.Series, *, fo
 def _labelled_f1(catalog: Catalog, features: pd.DataFrame, org: OrgContext, labels: pd.Series,
                  truth: np.ndarray) -> float:
     scores = np.column_stack([persona_score(persona, features.loc[labels.index], org) for persona in catalog.personas])
-    return _macro_f1(truth, _predict(scores, np.array([p.min_score for p in catalog.personas])), len(catalog.personas))
+    minimum = np.array([persona.min_score for persona in catalog.personas])
+    return macro_f1_of_codes(truth, _predict(scores, minimum), len(catalog.personas))
 
 
 def _folds(labels: pd.Series, folds: int) -> np.ndarray:

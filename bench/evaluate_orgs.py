@@ -1,8 +1,8 @@
 """Evaluates a persona catalog on freshly generated sandbox orgs: macro-F1, accuracy and recall per persona.
 
-Run: .venv/bin/python bench/evaluate_orgs.py --seeds 101 [--hybrid-share 0.2 --noise 2.0] [--preset medium]
+Run: .venv/bin/python bench/evaluate_orgs.py --seeds 101 [--hybrid-share 0.2 --noise 2.0] [--preset medium] [--reference]
                                              [--catalog FILE] [--window-days 90] [--details]
-     .venv/bin/python bench/evaluate_orgs.py --worlds 1001 1002 ... [--partial] [--calibrate 5] [--preset medium]
+     .venv/bin/python bench/evaluate_orgs.py --worlds 1001 1002 ... [--partial] [--calibrate 5] [--reference] [--preset medium]
                                              [--catalog FILE] [--window-days 90] [--details]
 
 For each seed the script generates the org (preset, seed, hybrid share, noise, as-of 2026-11-01 UTC),
@@ -30,6 +30,13 @@ Which worlds are for what (issue 13, "personas that hold on any org"):
 - world seeds 1-20 are for tuning: look at them, tune rules and thresholds on them as much as you like;
 - world seeds 1001-1010 are held out for reporting: drawn once, never tuned on. Report their numbers;
   do not change a rule because of them (if you had to look, draw new held-out seeds and say so).
+
+--reference also trains a supervised classifier (scikit-learn's HistGradientBoostingClassifier, from the
+dev dependencies) on the org's own true personas and prints its macro-F1 beside the catalog's, on the
+same users: five-fold cross-validated over every active user (what the org's features allow when nearly
+everyone is labelled), and with --calibrate, trained on the same N known users per persona the
+calibration saw. No team has those labels; the number says how much of the remaining error is in the
+features (hybrids, quiet users) and how much in the rules.
 
 A world whose pull fails for some streams is still evaluated on what was staged, and flagged "pull
 incomplete" with the streams that failed (an object or a field the org lacks no longer fails a pull: the
@@ -63,6 +70,8 @@ from personas.features import Window, compute_features_partitioned  # noqa: E402
 from personas.calibration import calibrate  # noqa: E402
 from personas.rules import assign  # noqa: E402
 from sandbox.generate.worlds import World  # noqa: E402
+
+REFERENCE_FOLDS = 5
 from sandbox.runner import SandboxConfig, start_sandbox  # noqa: E402
 from tasks.pull import PullError, run_pull  # noqa: E402
 
@@ -122,6 +131,38 @@ def _failed_stream_names(message: str) -> list[str]:
 
 
 @dataclass
+class Reference:
+    """With --reference: the supervised classifier's macro-F1 on the org's own labels (see the docstring)."""
+
+    every_user: float
+    known_users: float | None = None
+
+
+def reference_assignments(features: pd.DataFrame, truth: pd.Series, train: pd.Index, test: pd.Index) -> pd.DataFrame:
+    """A supervised classifier's persona for each user of `test`, trained on the true personas (`truth`,
+    by Id) of `train`: the reference the catalog's rules are compared with. It reads every numeric
+    feature; a feature the org cannot measure is one value (-1) for everyone, so it cannot help."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    numbers = features.select_dtypes("number").drop(columns=["IsActive"], errors="ignore").astype(float).fillna(-1.0)
+    # scikit-learn's default leaf (20 users) cannot split a few known users per persona at all.
+    leaf = max(1, min(20, len(train) // 50))
+    model = HistGradientBoostingClassifier(min_samples_leaf=leaf, random_state=0)
+    model.fit(numbers.loc[train], truth.loc[train])
+    return pd.DataFrame({"persona": model.predict(numbers.loc[test])}, index=test)
+
+
+def cross_validated_reference(features: pd.DataFrame, truth: pd.Series, users: pd.Index,
+                              folds: int = REFERENCE_FOLDS) -> pd.DataFrame:
+    """The reference's persona for every user of `users`, each predicted by a classifier trained on the
+    other folds (stratified by true persona, so every fold holds every persona)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splits = StratifiedKFold(folds, shuffle=True, random_state=0).split(users, truth.loc[users])
+    return pd.concat([reference_assignments(features, truth, users[train], users[test]) for train, test in splits])
+
+
+@dataclass
 class Calibrated:
     """With --calibrate: whether the calibrated catalog was used, and the catalog as written on the same users."""
 
@@ -130,14 +171,17 @@ class Calibrated:
 
 
 def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int,
-                 labelled_per_persona: int = 0, calibrated_out: list[Calibrated] | None = None) -> Evaluation:
+                 labelled_per_persona: int = 0, calibrated_out: list[Calibrated] | None = None,
+                 reference_out: list[Reference] | None = None) -> Evaluation:
     """Features, assignment and evaluation of one staged org (active users, as `persona-sync evaluate`).
 
     With `labelled_per_persona` N: the first N active users of each true persona (by Id) are the users a
-    team knows; the catalog is calibrated on them (`persona-sync calibrate`) and judged on the others."""
+    team knows; the catalog is calibrated on them (`persona-sync calibrate`) and judged on the others.
+    With `reference_out`: the supervised reference is measured on the same users and appended to it."""
     features = compute_features_partitioned(staging, Window(as_of=AS_OF, days=window_days), 1)
     truth = pd.read_csv(home / "sandbox" / "truth" / "truth.csv")
     active = features.index[features["IsActive"].astype(bool)]
+    known = truth.iloc[:0]
     if labelled_per_persona:
         known = truth[truth["Id"].isin(active)].sort_values("Id").groupby("persona").head(labelled_per_persona)
         calibrated, report = calibrate(catalog, features, known.set_index("Id")["persona"])
@@ -152,7 +196,30 @@ def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: in
             calibrated_out.append(Calibrated(report.helped, uncalibrated.macro_f1))
         catalog = calibrated if report.helped else catalog
     assignments = assign(features, catalog)
+    if reference_out is not None:
+        reference_out.append(measure_reference(features, truth, active, known, catalog.labels))
     return evaluate(assignments, truth, only=active, labels=catalog.labels)
+
+
+def reference_line(reference: Reference) -> str:
+    """One line on the reference's result for an org."""
+    line = f"reference (supervised on the org's labels, {REFERENCE_FOLDS}-fold): macro-F1 {reference.every_user:.3f}"
+    if reference.known_users is not None:
+        line += f"; trained on the known users only: {reference.known_users:.3f}"
+    return line
+
+
+def measure_reference(features: pd.DataFrame, truth: pd.DataFrame, judged: pd.Index, known: pd.DataFrame,
+                      labels: list[str]) -> Reference:
+    """The reference's macro-F1 on the users `judged` (active, not among the `known`): cross-validated
+    over them, and (when some users are `known`) trained on the known users alone."""
+    personas = truth.set_index("Id")["persona"]
+    judged = judged[judged.isin(personas.index)]
+    every = evaluate(cross_validated_reference(features, personas, judged), truth, only=judged, labels=labels)
+    if known.empty:
+        return Reference(every.macro_f1)
+    trained = reference_assignments(features, personas, pd.Index(known["Id"]), judged)
+    return Reference(every.macro_f1, evaluate(trained, truth, only=judged, labels=labels).macro_f1)
 
 
 @dataclass
@@ -164,20 +231,23 @@ class WorldOutcome:
     calibrated: Calibrated | None = None
     failed_streams: list[str] | None = None
     failure: str = ""
+    reference: Reference | None = None
 
 
 def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog: Catalog,
-                   window_days: int, labelled_per_persona: int = 0) -> WorldOutcome:
+                   window_days: int, labelled_per_persona: int = 0, with_reference: bool = False) -> WorldOutcome:
     """Stages and evaluates the org of one world; a product error is the world's outcome, not the run's end."""
     home = world_home(root, preset, world, noise)
     # The world fixes its own hybrid share: the 0.0 here is not used.
     staging = stage_org(home, preset, world.seed, 0.0, noise, world, keep_partial_pull=True)
     try:
         calibrated: list[Calibrated] = []
-        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona, calibrated)
+        references: list[Reference] | None = [] if with_reference else None
+        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona, calibrated, references)
     except PersonaSyncError as error:
         return WorldOutcome(world, failure=f"{type(error).__name__}: {error}")
-    return WorldOutcome(world, result, calibrated[0] if calibrated else None, failed_streams(home))
+    return WorldOutcome(world, result, calibrated[0] if calibrated else None, failed_streams(home),
+                        reference=references[0] if references else None)
 
 
 def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
@@ -186,9 +256,12 @@ def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
     for seed in args.seeds:
         home = org_home(args.root, args.preset, seed, args.hybrid_share, args.noise)
         staging = stage_org(home, args.preset, seed, args.hybrid_share, args.noise)
-        results[seed] = result = evaluate_org(home, staging, catalog, args.window_days)
+        references: list[Reference] | None = [] if args.reference else None
+        results[seed] = result = evaluate_org(home, staging, catalog, args.window_days, reference_out=references)
         print(f"seed {seed}: macro-F1 {result.macro_f1:.3f}  accuracy {result.accuracy:.3f}  "
               f"users {result.users}  unassigned {result.unassigned}", flush=True)
+        if references:
+            print(f"  {reference_line(references[0])}", flush=True)
         if args.details:
             print(result.table(), "\n")
     recall = pd.DataFrame({f"seed {seed}": result.per_persona["recall"] for seed, result in results.items()})
@@ -205,7 +278,7 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
     for seed in args.worlds:
         world = World.draw(seed, export="partial" if args.partial else None)
         outcome = evaluate_world(args.root, args.preset, world, args.noise, catalog, args.window_days,
-                                 args.calibrate)
+                                 args.calibrate, args.reference)
         outcomes.append(outcome)
         if outcome.result is not None:
             result = outcome.result
@@ -215,6 +288,8 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         else:
             print(f"world {world.name}: FAILED  {outcome.failure}", flush=True)
         print(f"  knobs: {world.knobs()}", flush=True)
+        if outcome.reference is not None:
+            print(f"  {reference_line(outcome.reference)}", flush=True)
         if args.details and outcome.result is not None:
             print(outcome.result.table(), "\n")
     print(f"\n{args.preset} orgs, noise {args.noise:g}, window {args.window_days} d, catalog {args.catalog}"
@@ -229,6 +304,15 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         worst = min(evaluated, key=lambda outcome: outcome.result.macro_f1)
         print(f"median macro-F1 over {len(evaluated)} world(s): {statistics.median(scores):.3f}")
         print(f"worst macro-F1: {worst.result.macro_f1:.3f} (world {worst.world.name})")
+        references = [outcome.reference for outcome in evaluated if outcome.reference is not None]
+        if references:
+            every = [reference.every_user for reference in references]
+            print(f"the reference (supervised, {REFERENCE_FOLDS}-fold over every active user): median "
+                  f"{statistics.median(every):.3f}, worst {min(every):.3f}")
+            known = [reference.known_users for reference in references if reference.known_users is not None]
+            if known:
+                print(f"the reference trained on the same {args.calibrate} known users per persona: median "
+                      f"{statistics.median(known):.3f}, worst {min(known):.3f}")
         calibrations = [outcome.calibrated for outcome in evaluated if outcome.calibrated is not None]
         if calibrations:
             written = [calibration.as_written for calibration in calibrations]
@@ -262,6 +346,8 @@ def main() -> None:
     parser.add_argument("--window-days", type=int, default=90)
     parser.add_argument("--root", type=Path, default=Path(".persona-sync/eval"))
     parser.add_argument("--details", action="store_true", help="print each org's full report")
+    parser.add_argument("--reference", action="store_true",
+                        help="also print a supervised classifier's macro-F1, trained on the org's own labels")
     args = parser.parse_args()
     if args.partial and not args.worlds:
         parser.error("--partial applies to --worlds")

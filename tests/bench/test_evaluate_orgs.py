@@ -52,3 +52,16 @@ def test_the_reference_cannot_learn_labels_the_features_do_not_carry(org: tuple[
     shuffled = truth.assign(persona=np.random.default_rng(5).permutation(truth["persona"].to_numpy()))
     reference = evaluate_orgs.measure_reference(features, shuffled, features.index, shuffled.iloc[:0], LABELS)
     assert reference.every_user < 0.5  # chance is about 1/3
+
+
+def test_accuracy_is_split_by_kind_of_user(tmp_path: Path) -> None:
+    truth_dir = tmp_path / "sandbox" / "truth"
+    truth_dir.mkdir(parents=True)
+    pd.DataFrame({"Id": ["a", "b", "c", "d"], "persona": ["Case Solver"] * 4, "secondary_persona": ["", "", "Deal Closer", ""],
+                  "mix": [1.0, 1.0, 0.6, 1.0], "activity_level": ["normal", "normal", "normal", "silent"],
+                  "is_active": [True] * 4}).to_csv(truth_dir / "truth_details.csv", index=False)
+    truth = pd.DataFrame({"Id": ["a", "b", "c", "d"], "persona": ["Case Solver"] * 4})
+    assignments = pd.DataFrame({"persona": ["Case Solver", "Deal Closer", "Deal Closer", "Case Solver"]},
+                               index=["a", "b", "c", "d"])
+    line = evaluate_orgs.accuracy_by_kind(assignments, truth, evaluate_orgs.kinds_of_user(tmp_path), assignments.index)
+    assert line == "one persona 0.500 (2), mixing two 0.000 (1), quiet 1.000 (1)"

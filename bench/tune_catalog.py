@@ -3,13 +3,15 @@
 Run: .venv/bin/python bench/tune_catalog.py [--catalog catalogs/default.yaml] [--seeds 1 2 ... 10]
                                             [--validate 11 12 13 14 15] [--passes 3] [--add] [--write]
                                             [--worlds 1 ... 15] [--validate-worlds 16 ... 20] [--flip-scale]
+                                            [--worst-weight 0.5]
 
 How the default catalog was made: the conditions were written by hand from the persona research (what
 each persona does and does not do); this script then moves their numbers. Coordinate ascent: for one
 condition at a time it tries a lower and higher threshold, a narrower and wider ramp (`soft`), a lower
 and higher weight, or dropping it, and keeps a change when it raises the objective, the mean macro-F1
-over the tuning orgs: medium orgs of --seeds with the default generator settings, and the same seeds
-with twice the hybrids and twice the noise (the issue's "hard" org). `--add` also tries new conditions
+over the tuning orgs (plus --worst-weight W times the worst one's, for a worst-case target): medium orgs
+of --seeds with the default generator settings, and the same seeds with twice the hybrids and twice the
+noise (the issue's "hard" org). `--add` also tries new conditions
 on every share and people feature, a few at a time, where one helps by at least --min-gain. Each pass
 prints the objective on the validation seeds too (never tuned on), to show whether a gain is real or
 overfit. No change may let a user with no activity and no reports reach a persona's min_score (the
@@ -208,9 +210,10 @@ def keeps_idle_unassigned(conds: list[Cond], min_score: float, orgs: list["Org"]
 class Scorer:
     """Keeps every org's score matrix, so a change to one persona rescores only that persona's column."""
 
-    def __init__(self, orgs: list[Org], tunable: Tunable) -> None:
+    def __init__(self, orgs: list[Org], tunable: Tunable, worst_weight: float = 0.0) -> None:
         self.orgs = orgs
         self.tunable = tunable
+        self.worst_weight = worst_weight
         self.matrices = [np.column_stack([persona_scores(org, conds) for conds in tunable.conditions])
                          for org in orgs]
 
@@ -228,7 +231,9 @@ class Scorer:
         return results
 
     def objective(self, **change) -> float:
-        return float(np.mean(self.f1s(**change)))
+        """The mean macro-F1 over the tuning orgs, plus `worst_weight` x the worst org's."""
+        f1s = self.f1s(**change)
+        return float(np.mean(f1s) + self.worst_weight * min(f1s))
 
     def accept(self, persona: int, conds: list[Cond]) -> None:
         self.tunable.conditions[persona] = conds
@@ -467,6 +472,8 @@ def main() -> None:
     parser.add_argument("--flip-scale", action="store_true",
                         help="also try each condition on the other scale (absolute numbers, or scale: org)")
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--worst-weight", type=float, default=0.0, metavar="W",
+                        help="objective: the mean macro-F1 plus W x the worst tuning org's (for a worst-case target)")
     parser.add_argument("--add", action="store_true", help="also try new conditions on every feature")
     parser.add_argument("--add-per-persona", type=int, default=2)
     parser.add_argument("--min-gain", type=float, default=0.0002)
@@ -488,7 +495,7 @@ def main() -> None:
                                   for kind in KINDS for seed in seeds] + \
         [load_org(args.root, "world", seed, tunable.labels, args.window_days) for seed in worlds]
     orgs, held_out = load(args.seeds, args.worlds), load(args.validate, args.validate_worlds)
-    scorer = Scorer(orgs, tunable)
+    scorer = Scorer(orgs, tunable, args.worst_weight)
 
     def by_kind(found: list[Org], f1s: list[float]) -> str:
         return " ".join(f"{kind} {np.mean([f1 for org, f1 in zip(found, f1s) if org.kind == kind]):.4f}"

@@ -19,8 +19,9 @@ looked at while writing the rules. The default catalog was tuned on seeds 1-10 a
 rates x0.5-2 per activity, persona mix, hybrid and silent shares, CallType logged or not, WhatId/WhoId fill
 rates, how API and mobile logins are recorded, a full or partial export), with the world seed as the org
 seed too (their random streams are separate). A world fixes its own hybrid share, so --hybrid-share does
-not apply; --noise does. Prints each world's macro-F1, accuracy and knobs, a table of recall per persona
-per world, then the median and the worst macro-F1. --partial makes every world's export partial (optional
+not apply; --noise does. Prints each world's macro-F1, accuracy and knobs, its accuracy by kind of user
+(one persona, mixing two, quiet: from the generator's truth details), a table of recall per persona per
+world, then the median and the worst macro-F1. --partial makes every world's export partial (optional
 objects and fields absent from the org's describe), keeping its other knobs as drawn. --calibrate N
 calibrates the catalog on each world's first N active users of each persona (by Id: the users a team
 knows), as `persona-sync calibrate` does, uses it where its cross-validation says it helped (as the
@@ -173,12 +174,13 @@ class Calibrated:
 
 def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int,
                  labelled_per_persona: int = 0, calibrated_out: list[Calibrated] | None = None,
-                 reference_out: list[Reference] | None = None) -> Evaluation:
+                 reference_out: list[Reference] | None = None, by_kind_out: list[str] | None = None) -> Evaluation:
     """Features, assignment and evaluation of one staged org (active users, as `persona-sync evaluate`).
 
     With `labelled_per_persona` N: the first N active users of each true persona (by Id) are the users a
     team knows; the catalog is calibrated on them (`persona-sync calibrate`) and judged on the others.
-    With `reference_out`: the supervised reference is measured on the same users and appended to it."""
+    With `reference_out`: the supervised reference is measured on the same users and appended to it.
+    With `by_kind_out`: the catalog's accuracy by kind of user (`accuracy_by_kind`) is appended to it."""
     features = compute_features_partitioned(staging, Window(as_of=AS_OF, days=window_days), 1)
     truth = pd.read_csv(home / "sandbox" / "truth" / "truth.csv")
     active = features.index[features["IsActive"].astype(bool)]
@@ -198,7 +200,8 @@ def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: in
         catalog = calibrated if report.helped else catalog
     assignments = assign(features, catalog)
     kinds = kinds_of_user(home)
-    print(f"  the catalog's accuracy by kind of user: {accuracy_by_kind(assignments, truth, kinds, active)}", flush=True)
+    if by_kind_out is not None:
+        by_kind_out.append(accuracy_by_kind(assignments, truth, kinds, active))
     if reference_out is not None:
         reference_out.append(measure_reference(features, truth, active, known, catalog.labels, kinds))
     return evaluate(assignments, truth, only=active, labels=catalog.labels)
@@ -260,6 +263,7 @@ class WorldOutcome:
     failed_streams: list[str] | None = None
     failure: str = ""
     reference: Reference | None = None
+    by_kind: str = ""  # the catalog's accuracy by kind of user
 
 
 def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog: Catalog,
@@ -271,11 +275,13 @@ def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog:
     try:
         calibrated: list[Calibrated] = []
         references: list[Reference] | None = [] if with_reference else None
-        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona, calibrated, references)
+        by_kind: list[str] = []
+        result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona, calibrated, references,
+                              by_kind)
     except PersonaSyncError as error:
         return WorldOutcome(world, failure=f"{type(error).__name__}: {error}")
     return WorldOutcome(world, result, calibrated[0] if calibrated else None, failed_streams(home),
-                        reference=references[0] if references else None)
+                        reference=references[0] if references else None, by_kind=by_kind[0])
 
 
 def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
@@ -285,9 +291,12 @@ def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
         home = org_home(args.root, args.preset, seed, args.hybrid_share, args.noise)
         staging = stage_org(home, args.preset, seed, args.hybrid_share, args.noise)
         references: list[Reference] | None = [] if args.reference else None
-        results[seed] = result = evaluate_org(home, staging, catalog, args.window_days, reference_out=references)
+        by_kind: list[str] = []
+        results[seed] = result = evaluate_org(home, staging, catalog, args.window_days, reference_out=references,
+                                              by_kind_out=by_kind)
         print(f"seed {seed}: macro-F1 {result.macro_f1:.3f}  accuracy {result.accuracy:.3f}  "
               f"users {result.users}  unassigned {result.unassigned}", flush=True)
+        print(f"  accuracy by kind of user: {by_kind[0]}", flush=True)
         if references:
             print(f"  {reference_line(references[0])}", flush=True)
         if args.details:
@@ -316,6 +325,8 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         else:
             print(f"world {world.name}: FAILED  {outcome.failure}", flush=True)
         print(f"  knobs: {world.knobs()}", flush=True)
+        if outcome.by_kind:
+            print(f"  accuracy by kind of user: {outcome.by_kind}", flush=True)
         if outcome.reference is not None:
             print(f"  {reference_line(outcome.reference)}", flush=True)
         if args.details and outcome.result is not None:

@@ -32,8 +32,8 @@ Which worlds are for what (issue 13, "personas that hold on any org"):
 - world seeds 1001-1010 are held out for reporting: drawn once, never tuned on. Report their numbers;
   do not change a rule because of them (if you had to look, draw new held-out seeds and say so).
 
---reference also trains a supervised classifier (scikit-learn's HistGradientBoostingClassifier, from the
-dev dependencies) on the org's own true personas and prints its macro-F1 beside the catalog's, on the
+--reference also trains a supervised classifier (scikit-learn's RandomForestClassifier, 300 trees, from
+the dev dependencies) on the org's own true personas and prints its macro-F1 beside the catalog's, on the
 same users: five-fold cross-validated over every active user (what the org's features allow when nearly
 everyone is labelled), and with --calibrate, trained on the same N known users per persona the
 calibration saw. No team has those labels; the number says how much of the remaining error is in the
@@ -73,6 +73,7 @@ from personas.rules import assign  # noqa: E402
 from sandbox.generate.worlds import World  # noqa: E402
 
 REFERENCE_FOLDS = 5
+REFERENCE_TREES = 300
 from sandbox.runner import SandboxConfig, start_sandbox  # noqa: E402
 from tasks.pull import PullError, run_pull  # noqa: E402
 
@@ -144,12 +145,13 @@ def reference_assignments(features: pd.DataFrame, truth: pd.Series, train: pd.In
     """A supervised classifier's persona for each user of `test`, trained on the true personas (`truth`,
     by Id) of `train`: the reference the catalog's rules are compared with. It reads every numeric
     feature; a feature the org cannot measure is one value (-1) for everyone, so it cannot help."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    # A random forest rather than gradient boosting: as good here, it learns from a few known users per
+    # persona as well as from thousands, and boosting at its default learning rate diverged on a large org
+    # (14 personas, 15,000 users: 79 % accuracy, against 95 % for the forest on the same split).
+    from sklearn.ensemble import RandomForestClassifier
 
     numbers = features.select_dtypes("number").drop(columns=["IsActive"], errors="ignore").astype(float).fillna(-1.0)
-    # scikit-learn's default leaf (20 users) cannot split a few known users per persona at all.
-    leaf = max(1, min(20, len(train) // 50))
-    model = HistGradientBoostingClassifier(min_samples_leaf=leaf, random_state=0)
+    model = RandomForestClassifier(REFERENCE_TREES, n_jobs=-1, random_state=0)
     model.fit(numbers.loc[train], truth.loc[train])
     return pd.DataFrame({"persona": model.predict(numbers.loc[test])}, index=test)
 

@@ -9,9 +9,9 @@ How the default catalog was made: the conditions were written by hand from the p
 each persona does and does not do); this script then moves their numbers. Coordinate ascent: for one
 condition at a time it tries a lower and higher threshold, a narrower and wider ramp (`soft`), a lower
 and higher weight, or dropping it, and keeps a change when it raises the objective, the mean macro-F1
-over the tuning orgs (plus --worst-weight W times the worst one's, for a worst-case target): medium orgs
-of --seeds with the default generator settings, and the same seeds with twice the hybrids and twice the
-noise (the issue's "hard" org). `--add` also tries new conditions
+over the tuning orgs: medium orgs of --seeds with the default generator settings, and the same seeds with
+twice the hybrids and twice the noise (the issue's "hard" org); --worst-weight W adds W times the worst
+tuning org's macro-F1, for a worst-case target (--min-gain is then in units of that objective). `--add` also tries new conditions
 on every share and people feature, a few at a time, where one helps by at least --min-gain. Each pass
 prints the objective on the validation seeds too (never tuned on), to show whether a gain is real or
 overfit. No change may let a user with no activity and no reports reach a persona's min_score (the
@@ -481,6 +481,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path(".persona-sync/eval"))
     parser.add_argument("--write", action="store_true", help="rewrite the catalog's conditions and min_score")
     args = parser.parse_args()
+    if args.worst_weight < 0:
+        parser.error("--worst-weight must be 0 or more")
 
     tunable = read_tunable(args.catalog)
     for persona, conds in enumerate(tunable.conditions):

@@ -48,10 +48,14 @@ def test_the_reference_trained_on_a_few_known_users(org: tuple[pd.DataFrame, pd.
 
 
 def test_the_reference_cannot_learn_labels_the_features_do_not_carry(org: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Shuffled labels: a reference that saw the users it is judged on would still score high."""
     features, truth = org
     shuffled = truth.assign(persona=np.random.default_rng(5).permutation(truth["persona"].to_numpy()))
-    reference = evaluate_orgs.measure_reference(features, shuffled, features.index, shuffled.iloc[:0], LABELS)
+    known = shuffled.groupby("persona").head(5)
+    judged = features.index.difference(pd.Index(known["Id"]))
+    reference = evaluate_orgs.measure_reference(features, shuffled, judged, known, LABELS)
     assert reference.every_user < 0.5  # chance is about 1/3
+    assert reference.known_users is not None and reference.known_users < 0.5
 
 
 def test_accuracy_is_split_by_kind_of_user(tmp_path: Path) -> None:

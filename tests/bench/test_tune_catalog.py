@@ -22,7 +22,12 @@ import tune_catalog  # noqa: E402
 @pytest.fixture(scope="module")
 def random_org() -> tune_catalog.Org:
     """Made-up features (with zeros, so ratios divide by zero too) and made-up true personas."""
-    rng = np.random.default_rng(7)
+    return made_up_org(7)
+
+
+def made_up_org(seed: int) -> tune_catalog.Org:
+    """An org of made-up features and true personas, drawn from `seed`."""
+    rng = np.random.default_rng(seed)
     users = 3000
     columns = {}
     for feature in FEATURES:
@@ -95,3 +100,18 @@ def test_idle_score_is_the_rule_engines_score_for_no_activity() -> None:
     org = pd.concat([idle, pd.DataFrame({feature.name: [1.0] for feature in FEATURES}, index=["005BUSY"])])
     expected = score_personas(idle, catalog, org=org).iloc[0].tolist()
     assert [tune_catalog.idle_score(conds) for conds in tunable.conditions] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_worst_weight_adds_the_worst_orgs_macro_f1(random_org: tune_catalog.Org) -> None:
+    catalog = load_catalog(default_catalog_path())
+    orgs = [random_org, made_up_org(11)]
+    product = []
+    for org in orgs:
+        truth = pd.DataFrame({"Id": org.features.index,
+                              "persona": [catalog.labels[code] if code >= 0 else "Somebody else" for code in org.truth]})
+        product.append(evaluate(assign(org.features, catalog), truth, only=truth["Id"][org.truth >= 0],
+                                labels=catalog.labels).macro_f1)
+    plain = tune_catalog.Scorer(orgs, tune_catalog.read_tunable(default_catalog_path()))
+    weighted = tune_catalog.Scorer(orgs, tune_catalog.read_tunable(default_catalog_path()), worst_weight=0.5)
+    assert plain.objective() == pytest.approx(np.mean(product))
+    assert weighted.objective() == pytest.approx(np.mean(product) + 0.5 * min(product))

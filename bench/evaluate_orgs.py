@@ -69,7 +69,7 @@ from personas.catalog import Catalog, default_catalog_path, load_catalog  # noqa
 from personas.evaluation import Evaluation, evaluate  # noqa: E402
 from personas.features import Window, compute_features_partitioned  # noqa: E402
 from personas.calibration import calibrate  # noqa: E402
-from personas.rules import assign  # noqa: E402
+from personas.rules import UNASSIGNED, assign  # noqa: E402
 from sandbox.generate.worlds import World  # noqa: E402
 from sandbox.runner import SandboxConfig, start_sandbox  # noqa: E402
 from tasks.pull import PullError, run_pull  # noqa: E402
@@ -177,13 +177,13 @@ class Calibrated:
 
 def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: int,
                  labelled_per_persona: int = 0, calibrated_out: list[Calibrated] | None = None,
-                 reference_out: list[Reference] | None = None, by_kind_out: list[str] | None = None) -> Evaluation:
+                 reference_out: list[Reference] | None = None, details_out: list[Details] | None = None) -> Evaluation:
     """Features, assignment and evaluation of one staged org (active users, as `persona-sync evaluate`).
 
     With `labelled_per_persona` N: the first N active users of each true persona (by Id) are the users a
     team knows; the catalog is calibrated on them (`persona-sync calibrate`) and judged on the others.
     With `reference_out`: the supervised reference is measured on the same users and appended to it.
-    With `by_kind_out`: the catalog's accuracy by kind of user (`accuracy_by_kind`) is appended to it."""
+    With `details_out`: where the catalog is right and wrong (`Details`) is appended to it."""
     features = compute_features_partitioned(staging, Window(as_of=AS_OF, days=window_days), 1)
     truth = pd.read_csv(home / "sandbox" / "truth" / "truth.csv")
     active = features.index[features["IsActive"].astype(bool)]
@@ -203,8 +203,9 @@ def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: in
         catalog = calibrated if report.helped else catalog
     assignments = assign(features, catalog)
     kinds = kinds_of_user(home)
-    if by_kind_out is not None:
-        by_kind_out.append(accuracy_by_kind(assignments, truth, kinds, active))
+    if details_out is not None:
+        details_out.append(Details(accuracy_by_kind(assignments, truth, kinds, active),
+                                   right_by_confidence(assignments, truth, active)))
     if reference_out is not None:
         reference_out.append(measure_reference(features, truth, active, known, catalog.labels, kinds))
     return evaluate(assignments, truth, only=active, labels=catalog.labels)
@@ -219,6 +220,46 @@ def kinds_of_user(home: Path) -> pd.Series:
     kinds[details["mix"] < 1] = "mixing two"
     kinds[details["activity_level"] == "silent"] = "quiet"
     return kinds
+
+
+@dataclass
+class Details:
+    """Where the catalog is right and wrong on one org: by kind of user (`accuracy_by_kind`) and by the
+    confidence it gave (`right_by_confidence`)."""
+
+    by_kind: str
+    by_confidence: pd.DataFrame
+
+
+CONFIDENCE_BANDS = (0.2, 0.1, 0.05, 0.0)  # the lower edges of the bands, most confident first
+
+
+def right_by_confidence(assignments: pd.DataFrame, truth: pd.DataFrame, users: pd.Index) -> pd.DataFrame:
+    """How many of `users` the catalog gave each confidence band (the margin over the runner-up, what
+    the push writes to Persona_Confidence__c), and how many of those are right; Unassigned users are a
+    band of their own. Index: band names; columns `users`, `right`. Tells a team which confidence to act on."""
+    personas = truth.set_index("Id")["persona"]
+    users = users[users.isin(personas.index) & users.isin(assignments.index)]
+    chosen = assignments.loc[users]
+    right = chosen["persona"].to_numpy() == personas.loc[users].to_numpy()
+    assigned = chosen["persona"].to_numpy() != UNASSIGNED
+    confidence = chosen["confidence"].to_numpy()
+    rows, upper = {}, None
+    for lower in CONFIDENCE_BANDS:
+        band = assigned & (confidence >= lower) & ((confidence < upper) if upper is not None else True)
+        name = f">= {lower:g}" if upper is None else f"{lower:g}-{upper:g}"
+        rows[name] = (int(band.sum()), int(right[band].sum()))
+        upper = lower
+    rows[UNASSIGNED] = (int((~assigned).sum()), 0)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["users", "right"])
+
+
+def confidence_line(counts: pd.DataFrame) -> str:
+    """`right_by_confidence` counts as one line: per band, the accuracy and the share of users in it."""
+    total = counts["users"].sum()
+    return ", ".join(f"{band}: {row['right'] / row['users']:.3f} of {row['users'] / total:.0%}"
+                     if band != UNASSIGNED else f"{band}: {row['users'] / total:.1%}"
+                     for band, row in counts.iterrows() if row["users"])
 
 
 def accuracy_by_kind(assignments: pd.DataFrame, truth: pd.DataFrame, kinds: pd.Series, users: pd.Index) -> str:
@@ -266,7 +307,7 @@ class WorldOutcome:
     failed_streams: list[str] | None = None
     failure: str = ""
     reference: Reference | None = None
-    by_kind: str = ""  # the catalog's accuracy by kind of user
+    details: Details | None = None  # where the catalog is right and wrong
 
 
 def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog: Catalog,
@@ -278,29 +319,32 @@ def evaluate_world(root: Path, preset: str, world: World, noise: float, catalog:
     try:
         calibrated: list[Calibrated] = []
         references: list[Reference] | None = [] if with_reference else None
-        by_kind: list[str] = []
+        details: list[Details] = []
         result = evaluate_org(home, staging, catalog, window_days, labelled_per_persona, calibrated, references,
-                              by_kind)
+                              details)
     except PersonaSyncError as error:
         return WorldOutcome(world, failure=f"{type(error).__name__}: {error}")
     return WorldOutcome(world, result, calibrated[0] if calibrated else None, failed_streams(home),
-                        reference=references[0] if references else None, by_kind=by_kind[0])
+                        reference=references[0] if references else None, details=details[0])
 
 
 def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
     """The default world's orgs, one per seed (the original mode)."""
     results: dict[int, Evaluation] = {}
     references_seen: list[Reference] = []
+    confidence_seen: list[pd.DataFrame] = []
     for seed in args.seeds:
         home = org_home(args.root, args.preset, seed, args.hybrid_share, args.noise)
         staging = stage_org(home, args.preset, seed, args.hybrid_share, args.noise)
         references: list[Reference] | None = [] if args.reference else None
-        by_kind: list[str] = []
+        details: list[Details] = []
         results[seed] = result = evaluate_org(home, staging, catalog, args.window_days, reference_out=references,
-                                              by_kind_out=by_kind)
+                                              details_out=details)
         print(f"seed {seed}: macro-F1 {result.macro_f1:.3f}  accuracy {result.accuracy:.3f}  "
               f"users {result.users}  unassigned {result.unassigned}", flush=True)
-        print(f"  accuracy by kind of user: {by_kind[0]}", flush=True)
+        print(f"  accuracy by kind of user: {details[0].by_kind}", flush=True)
+        print(f"  accuracy by confidence: {confidence_line(details[0].by_confidence)}", flush=True)
+        confidence_seen.append(details[0].by_confidence)
         if references:
             references_seen.append(references[0])
             print(f"  {reference_line(references[0])}", flush=True)
@@ -312,6 +356,7 @@ def run_seeds(args: argparse.Namespace, catalog: Catalog) -> None:
     print("recall per persona:\n" + recall.round(3).to_string())
     mean_f1 = sum(result.macro_f1 for result in results.values()) / len(results)
     print(f"mean macro-F1 over {len(results)} org(s): {mean_f1:.3f}")
+    print(f"accuracy by confidence, all orgs together: {confidence_line(sum(confidence_seen))}")
     if references_seen:
         print(f"the reference (supervised, cross-validated): mean macro-F1 "
               f"{statistics.mean(r.every_user for r in references_seen):.3f}")
@@ -333,8 +378,9 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         else:
             print(f"world {world.name}: FAILED  {outcome.failure}", flush=True)
         print(f"  knobs: {world.knobs()}", flush=True)
-        if outcome.by_kind:
-            print(f"  accuracy by kind of user: {outcome.by_kind}", flush=True)
+        if outcome.details is not None:
+            print(f"  accuracy by kind of user: {outcome.details.by_kind}", flush=True)
+            print(f"  accuracy by confidence: {confidence_line(outcome.details.by_confidence)}", flush=True)
         if outcome.reference is not None:
             print(f"  {reference_line(outcome.reference)}", flush=True)
         if args.details and outcome.result is not None:
@@ -351,6 +397,8 @@ def run_worlds(args: argparse.Namespace, catalog: Catalog) -> None:
         worst = min(evaluated, key=lambda outcome: outcome.result.macro_f1)
         print(f"median macro-F1 over {len(evaluated)} world(s): {statistics.median(scores):.3f}")
         print(f"worst macro-F1: {worst.result.macro_f1:.3f} (world {worst.world.name})")
+        pooled = sum(outcome.details.by_confidence for outcome in evaluated if outcome.details is not None)
+        print(f"accuracy by confidence, all worlds together: {confidence_line(pooled)}")
         references = [outcome.reference for outcome in evaluated if outcome.reference is not None]
         if references:
             every = [reference.every_user for reference in references]

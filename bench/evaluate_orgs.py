@@ -17,16 +17,16 @@ looked at while writing the rules. The default catalog was tuned on seeds 1-10 a
 
 --worlds: one org per world seed, generated in the world that seed draws (sandbox/generate/worlds.py: base
 rates x0.5-2 per activity, persona mix, hybrid and silent shares, CallType logged or not, WhatId/WhoId fill
-rates, how API and mobile logins are recorded, a full or partial export), with the world seed as the org
-seed too (their random streams are separate). A world fixes its own hybrid share, so --hybrid-share does
-not apply; --noise does. Prints each world's macro-F1, accuracy and knobs, its accuracy by kind of user
-(one persona, mixing two, quiet: from the generator's truth details) and by the confidence the catalog
-gave (the bands of `right_by_confidence`), a table of recall per persona per world, then the median and
-the worst macro-F1 and the accuracy by confidence over all worlds together. --partial makes every world's export partial (optional
-objects and fields absent from the org's describe), keeping its other knobs as drawn. --calibrate N
-calibrates the catalog on each world's first N active users of each persona (by Id: the users a team
-knows), as `persona-sync calibrate` does, uses it where its cross-validation says it helped (as the
-command advises), and judges the result on the other users.
+rates, how API and mobile logins are recorded, a full or partial export), with the world seed as the org seed
+too (their random streams are separate). A world fixes its own hybrid share, so --hybrid-share does not apply;
+--noise does. Prints each world's macro-F1, accuracy and knobs, its accuracy by kind of user (one persona,
+mixing two, quiet: from the generator's truth details) and by the confidence the catalog gave (the bands of
+`right_by_confidence`), a table of recall per persona per world, then the median and the worst macro-F1 and
+the accuracy by confidence over all worlds together. --partial makes every world's export partial (optional
+objects and fields absent from the org's describe), keeping its other knobs as drawn. --calibrate N calibrates
+the catalog on each world's first N active users of each persona (by Id: the users a team knows), as
+`persona-sync calibrate` does, uses it where its cross-validation says it helped (as the command advises), and
+judges the result on the other users.
 
 Which worlds are for what (issue 13, "personas that hold on any org"):
 - world seeds 1-20 are for tuning: look at them, tune rules and thresholds on them as much as you like;

@@ -5,17 +5,17 @@ Run: .venv/bin/python bench/tune_catalog.py [--catalog catalogs/default.yaml] [-
                                             [--worlds 1 ... 15] [--validate-worlds 16 ... 20] [--flip-scale]
                                             [--worst-weight 0.5]
 
-How the default catalog was made: the conditions were written by hand from the persona research (what
-each persona does and does not do); this script then moves their numbers. Coordinate ascent: for one
-condition at a time it tries a lower and higher threshold, a narrower and wider ramp (`soft`), a lower
-and higher weight, or dropping it, and keeps a change when it raises the objective, the mean macro-F1
-over the tuning orgs: medium orgs of --seeds with the default generator settings, and the same seeds with
-twice the hybrids and twice the noise (the issue's "hard" org); --worst-weight W adds W times the worst
-tuning org's macro-F1, for a worst-case target (--min-gain is then in units of that objective). `--add` also tries new conditions
-on every share and people feature, a few at a time, where one helps by at least --min-gain. Each pass
-prints the objective on the validation seeds too (never tuned on), to show whether a gain is real or
-overfit. No change may let a user with no activity and no reports reach a persona's min_score (the
-catalog's promise that such a user is Unassigned): min scores too low for that are lifted first.
+How the default catalog was made: the conditions were written by hand from the persona research (what each
+persona does and does not do); this script then moves their numbers. Coordinate ascent: for one condition at a
+time it tries a lower and higher threshold, a narrower and wider ramp (`soft`), a lower and higher weight, or
+dropping it, and keeps a change when it raises the objective, the mean macro-F1 over the tuning orgs: medium
+orgs of --seeds with the default generator settings, and the same seeds with twice the hybrids and twice the
+noise (the issue's "hard" org); --worst-weight W adds W times the worst tuning org's macro-F1, for a
+worst-case target (--min-gain is then in units of that objective). `--add` also tries new conditions on every
+share and people feature, a few at a time, where one helps by at least --min-gain. Each pass prints the
+objective on the validation seeds too (never tuned on), to show whether a gain is real or overfit. No change
+may let a user with no activity and no reports reach a persona's min_score (the catalog's promise that such a
+user is Unassigned): min scores too low for that are lifted first.
 
 `--worlds` adds the orgs of those world seeds (sandbox/generate/worlds.py; seeds 1-20 are for tuning,
 1001-1010 are held out and refused here) to the objective, `--validate-worlds` to the validation;

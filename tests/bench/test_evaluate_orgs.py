@@ -61,7 +61,8 @@ def test_the_reference_cannot_learn_labels_the_features_do_not_carry(org: tuple[
 def test_accuracy_is_split_by_kind_of_user(tmp_path: Path) -> None:
     truth_dir = tmp_path / "sandbox" / "truth"
     truth_dir.mkdir(parents=True)
-    pd.DataFrame({"Id": ["a", "b", "c", "d"], "persona": ["Case Solver"] * 4, "secondary_persona": ["", "", "Deal Closer", ""],
+    pd.DataFrame({"Id": ["a", "b", "c", "d"], "persona": ["Case Solver"] * 4,
+                  "secondary_persona": ["", "", "Deal Closer", ""],
                   "mix": [1.0, 1.0, 0.6, 1.0], "activity_level": ["normal", "normal", "normal", "silent"],
                   "is_active": [True] * 4}).to_csv(truth_dir / "truth_details.csv", index=False)
     truth = pd.DataFrame({"Id": ["a", "b", "c", "d"], "persona": ["Case Solver"] * 4})

@@ -108,7 +108,8 @@ def test_the_worst_weight_adds_the_worst_orgs_macro_f1(random_org: tune_catalog.
     product = []
     for org in orgs:
         truth = pd.DataFrame({"Id": org.features.index,
-                              "persona": [catalog.labels[code] if code >= 0 else "Somebody else" for code in org.truth]})
+                              "persona": [catalog.labels[code] if code >= 0 else "Somebody else"
+                                          for code in org.truth]})
         product.append(evaluate(assign(org.features, catalog), truth, only=truth["Id"][org.truth >= 0],
                                 labels=catalog.labels).macro_f1)
     plain = tune_catalog.Scorer(orgs, tune_catalog.read_tunable(default_catalog_path()))

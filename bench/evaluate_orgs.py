@@ -21,12 +21,12 @@ rates, how API and mobile logins are recorded, a full or partial export), with t
 too (their random streams are separate). A world fixes its own hybrid share, so --hybrid-share does not apply;
 --noise does. Prints each world's macro-F1, accuracy and knobs, its accuracy by kind of user (one persona,
 mixing two, quiet: from the generator's truth details) and by the confidence the catalog gave (the bands of
-`right_by_confidence`), a table of recall per persona per world, then the median and the worst macro-F1 and
-the accuracy by confidence over all worlds together. --partial makes every world's export partial (optional
-objects and fields absent from the org's describe), keeping its other knobs as drawn. --calibrate N calibrates
-the catalog on each world's first N active users of each persona (by Id: the users a team knows), as
-`persona-sync calibrate` does, uses it where its cross-validation says it helped (as the command advises), and
-judges the result on the other users.
+`personas.evaluation.right_by_confidence`), a table of recall per persona per world, then the median and the
+worst macro-F1 and the accuracy by confidence over all worlds together. --partial makes every world's export
+partial (optional objects and fields absent from the org's describe), keeping its other knobs as drawn.
+--calibrate N calibrates the catalog on each world's first N active users of each persona (by Id: the users a
+team knows), as `persona-sync calibrate` does, uses it where its cross-validation says it helped (as the
+command advises), and judges the result on the other users.
 
 Which worlds are for what (issue 13, "personas that hold on any org"):
 - world seeds 1-20 are for tuning: look at them, tune rules and thresholds on them as much as you like;
@@ -203,13 +203,13 @@ def evaluate_org(home: Path, staging: Staging, catalog: Catalog, window_days: in
             calibrated_out.append(Calibrated(report.helped, uncalibrated.macro_f1))
         catalog = calibrated if report.helped else catalog
     assignments = assign(features, catalog)
+    result = evaluate(assignments, truth, only=active, labels=catalog.labels)
     kinds = kinds_of_user(home)
     if details_out is not None:
-        details_out.append(Details(accuracy_by_kind(assignments, truth, kinds, active),
-                                   right_by_confidence(assignments, truth, active)))
+        details_out.append(Details(accuracy_by_kind(assignments, truth, kinds, active), result.by_confidence))
     if reference_out is not None:
         reference_out.append(measure_reference(features, truth, active, known, catalog.labels, kinds))
-    return evaluate(assignments, truth, only=active, labels=catalog.labels)
+    return result
 
 
 def kinds_of_user(home: Path) -> pd.Series:
@@ -226,37 +226,15 @@ def kinds_of_user(home: Path) -> pd.Series:
 @dataclass
 class Details:
     """Where the catalog is right and wrong on one org: by kind of user (`accuracy_by_kind`) and by the
-    confidence it gave (`right_by_confidence`)."""
+    confidence it gave (`personas.evaluation.right_by_confidence`)."""
 
     by_kind: str
     by_confidence: pd.DataFrame
 
 
-CONFIDENCE_BANDS = (0.2, 0.1, 0.05, 0.0)  # the lower edges of the bands, most confident first
-
-
-def right_by_confidence(assignments: pd.DataFrame, truth: pd.DataFrame, users: pd.Index) -> pd.DataFrame:
-    """How many of `users` the catalog gave each confidence band (the margin over the runner-up, what
-    the push writes to Persona_Confidence__c), and how many of those are right; Unassigned users are a
-    band of their own. Index: band names; columns `users`, `right`. Tells a team which confidence to act on."""
-    personas = truth.set_index("Id")["persona"]
-    users = users[users.isin(personas.index) & users.isin(assignments.index)]
-    chosen = assignments.loc[users]
-    right = chosen["persona"].to_numpy() == personas.loc[users].to_numpy()
-    assigned = chosen["persona"].to_numpy() != UNASSIGNED
-    confidence = chosen["confidence"].to_numpy()
-    rows, upper = {}, None
-    for lower in CONFIDENCE_BANDS:
-        band = assigned & (confidence >= lower) & ((confidence < upper) if upper is not None else True)
-        name = f">= {lower:g}" if upper is None else f"{lower:g}-{upper:g}"
-        rows[name] = (int(band.sum()), int(right[band].sum()))
-        upper = lower
-    rows[UNASSIGNED] = (int((~assigned).sum()), 0)
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["users", "right"])
-
-
 def confidence_line(counts: pd.DataFrame) -> str:
-    """`right_by_confidence` counts as one line: per band, the accuracy and the share of users in it."""
+    """`personas.evaluation.right_by_confidence` counts as one line: per band, the accuracy and the share of
+    users in it."""
     total = counts["users"].sum()
     return ", ".join(f"{band}: {row['right'] / row['users']:.3f} of {row['users'] / total:.0%}"
                      if band != UNASSIGNED else f"{band}: {row['users'] / total:.1%}"

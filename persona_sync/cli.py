@@ -625,7 +625,7 @@ def evaluate(
         "--png", help="Where to save the confusion matrix. [default: <home>/evaluation-<run>.png]")] = None,
 ) -> None:
     """Compare a run's assignments with the truth: accuracy, macro F1, per-persona precision and recall,
-    confusion matrix (printed, and saved as a PNG)."""
+    confusion matrix (printed, and saved as a PNG), and how many are right in each confidence band."""
     settings = load_settings()
     assignments = _assignments_or_exit(settings, run_id)
     _print_evaluation(settings, str(assignments["run_id"].iloc[0]), truth, picture)

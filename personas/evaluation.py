@@ -5,6 +5,10 @@ Who is evaluated: users that have both an assignment and a true persona, optiona
 judge). An `Unassigned` user counts against the recall of their true persona and is shown in its own
 column of the confusion matrix; it is not a class of its own, so it has no precision and no place in
 the macro average. Truth users with no assignment at all are counted (`missing`), never scored.
+
+When the assignments carry a confidence (the margin over the runner-up, what the push writes to
+Persona_Confidence__c), the users are also counted by confidence band, with how many of each band are
+right: what a confidence is worth on this org, so a team knows which confidence to act on.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Evaluation:
     confusion: pd.DataFrame
     unassigned: int
     missing: int
+    by_confidence: pd.DataFrame | None = None  # see `right_by_confidence`; None without a confidence column
 
     def table(self) -> str:
         """A printable report: the headline numbers, per-persona metrics and the confusion matrix
@@ -53,6 +58,12 @@ class Evaluation:
         lines.append(header)
         for label, row in self.confusion.iterrows():
             lines.append(f"{codes.get(label, '?'):>3} " + " ".join(f"{int(count):>4}" for count in row))
+        if self.by_confidence is not None and self.users:
+            lines += ["", "Right by confidence (the margin over the runner-up)",
+                      f"{'confidence':>12} {'users':>7} {'share':>6} {'right':>6}"]
+            for band, row in self.by_confidence.iterrows():
+                right = f"{row['right'] / row['users']:>6.3f}" if row["users"] and band != UNASSIGNED else f"{'':>6}"
+                lines.append(f"{band:>12} {int(row['users']):>7} {row['users'] / self.users:>6.1%} {right}")
         return "\n".join(lines)
 
 
@@ -93,9 +104,31 @@ def evaluate(assignments: pd.DataFrame, truth: pd.DataFrame, *, only: Iterable[s
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
     per_persona = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)},
                                index=pd.Index(order, name="persona"))
+    by_confidence = (right_by_confidence(predicted, actual, assignments["confidence"].loc[users])
+                     if "confidence" in assignments.columns else None)
     return Evaluation(users=len(users), accuracy=float(hits.sum() / len(users)) if len(users) else 0.0,
                       macro_f1=float(f1.mean()) if len(order) else 0.0, per_persona=per_persona,
-                      confusion=confusion, unassigned=int((predicted == UNASSIGNED).sum()), missing=missing)
+                      confusion=confusion, unassigned=int((predicted == UNASSIGNED).sum()), missing=missing,
+                      by_confidence=by_confidence)
+
+
+CONFIDENCE_BANDS = (0.2, 0.1, 0.05, 0.0)  # the lower edges of the bands, most confident first
+
+
+def right_by_confidence(predicted: pd.Series, actual: pd.Series, confidence: pd.Series) -> pd.DataFrame:
+    """How many users fall in each confidence band (`>= 0.2`, `0.1-0.2`, `0.05-0.1`, `0-0.05`; the
+    Unassigned, who have no confidence, in a band of their own) and how many of each are right. The three
+    Series are aligned by user. Index: band names; columns `users`, `right`."""
+    right = predicted.to_numpy() == actual.to_numpy()
+    assigned = predicted.to_numpy() != UNASSIGNED
+    values = confidence.to_numpy(dtype=float)
+    rows, upper = {}, None
+    for lower in CONFIDENCE_BANDS:
+        band = assigned & (values >= lower) & ((values < upper) if upper is not None else True)
+        rows[f">= {lower:g}" if upper is None else f"{lower:g}-{upper:g}"] = (int(band.sum()), int(right[band].sum()))
+        upper = lower
+    rows[UNASSIGNED] = (int((~assigned).sum()), 0)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["users", "right"])
 
 
 def macro_f1_of_codes(truth: np.ndarray, predicted: np.ndarray, personas: int) -> float:

@@ -68,6 +68,7 @@ def test_evaluate_prints_metrics_and_saves_the_picture(assigned: RunningSandbox,
     result = runner.invoke(app, ["evaluate", "--truth", str(assigned.truth_csv), "--png", str(picture)])
     assert result.exit_code == 0, result.output
     assert "macro F1" in result.output and "Confusion matrix" in result.output
+    assert "Right by confidence" in result.output and ">= 0.2" in result.output
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

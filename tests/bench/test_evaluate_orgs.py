@@ -70,16 +70,3 @@ def test_accuracy_is_split_by_kind_of_user(tmp_path: Path) -> None:
                                index=["a", "b", "c", "d"])
     line = evaluate_orgs.accuracy_by_kind(assignments, truth, evaluate_orgs.kinds_of_user(tmp_path), assignments.index)
     assert line == "one persona 0.500 (2), mixing two 0.000 (1), quiet 1.000 (1)"
-
-
-def test_users_are_counted_by_the_confidence_they_were_given() -> None:
-    truth = pd.DataFrame({"Id": list("abcdef"), "persona": ["Case Solver"] * 6})
-    assignments = pd.DataFrame({"persona": ["Case Solver", "Deal Closer", "Case Solver", "Case Solver", "Unassigned",
-                                            "Case Solver"],
-                                "confidence": [0.5, 0.2, 0.15, 0.0, 0.0, 0.07]}, index=list("abcdef"))
-    counts = evaluate_orgs.right_by_confidence(assignments, truth, assignments.index)
-    assert counts.to_dict("index") == {">= 0.2": {"users": 2, "right": 1}, "0.1-0.2": {"users": 1, "right": 1},
-                                       "0.05-0.1": {"users": 1, "right": 1}, "0-0.05": {"users": 1, "right": 1},
-                                       "Unassigned": {"users": 1, "right": 0}}
-    assert evaluate_orgs.confidence_line(counts) == (">= 0.2: 0.500 of 33%, 0.1-0.2: 1.000 of 17%, "
-                                                     "0.05-0.1: 1.000 of 17%, 0-0.05: 1.000 of 17%, Unassigned: 16.7%")

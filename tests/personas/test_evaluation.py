@@ -96,3 +96,21 @@ def test_default_catalog_recognises_the_small_org(small_org_features: pd.DataFra
     assert (result.per_persona["recall"] >= 0.6).all(), result.table()
     assert assignments["reason"].str.len().max() <= 255
     save_confusion_png(result, tmp_path / "small.png")
+
+
+def test_users_are_counted_by_the_confidence_they_were_given() -> None:
+    truth = _truth(dict.fromkeys("abcdef", "A"))
+    assignments = pd.DataFrame({"persona": ["A", "B", "A", "A", UNASSIGNED, "A"],
+                                "confidence": [0.5, 0.2, 0.15, 0.0, 0.0, 0.07]}, index=list("abcdef"))
+    result = evaluate(assignments, truth)
+    assert result.by_confidence.to_dict("index") == {
+        ">= 0.2": {"users": 2, "right": 1}, "0.1-0.2": {"users": 1, "right": 1}, "0.05-0.1": {"users": 1, "right": 1},
+        "0-0.05": {"users": 1, "right": 1}, UNASSIGNED: {"users": 1, "right": 0}}
+    table = result.table()
+    assert "Right by confidence" in table
+    assert [line.split() for line in table.splitlines() if line.strip().startswith(">= 0.2")] == [
+        [">=", "0.2", "2", "33.3%", "0.500"]]
+
+
+def test_assignments_without_a_confidence_have_no_confidence_bands(known: Evaluation) -> None:
+    assert known.by_confidence is None and "Right by confidence" not in known.table()

@@ -1,30 +1,33 @@
-"""How well could anything tell the personas of a generated world apart? A ceiling for the catalog's numbers.
+"""How well could a method tell the personas of a generated world apart from its behaviour? An estimate of the
+ceiling above the catalog's numbers, from below.
 
 Run: .venv/bin/python bench/ceiling.py --worlds 1001 1002 ... 1010 [--users 20000] [--window-days 90] [--noise 1.0]
      (about a minute per world with 20,000 users; seconds with --users 2000)
 
 `bench/evaluate_orgs.py --reference` trains a classifier on the product's own features, so it cannot say
 whether a target is out of reach because of the features (which we can improve) or because of the data (which
-we cannot). This script answers the second question. For each world it plans the generator's users exactly as
-`generate_org` does (same persona, hybrid mix, silence, noise, rates, managers) and measures their behaviour
-*perfectly* over the feature window, with no pull, no logging convention and no export in between:
+we cannot). This script looks at the second. For each world it plans the generator's users exactly as
+`generate_org` does (same persona, hybrid mix, silence, noise, rates, managers: the tests compare them with a
+generated org) and measures their behaviour *perfectly* over the feature window, with no pull, no logging
+convention and no export in between:
 
-- **measured over the window**: every one of the generator's 24 activity kinds counted exactly (a Poisson draw
-  around the user's own rate over the days the user was active in the window, as the generator draws them),
-  as a rate per 30 days and as a share of the user's activity; the generator's own proportions (leads
-  converted, deals won, upsell deals, cases escalated, customer meetings, kinds of setup change) counted from
-  those same records; the number of active direct reports and of those who manage others;
-- **noiseless**: each user's true rates and proportions themselves, as if the window were endless.
+- **measured over the window**, drawn as the generator draws the records: every one of its 24 activity kinds
+  counted (a Poisson draw around the user's own rate over the days the user was active in the window), as a
+  rate per 30 days and as a share of the user's records; the proportions the generator gives each user,
+  counted over the records they apply to (deals closed and won, leads owned after routing and converted,
+  upsell deals, escalated cases, customer meetings, Tasks about nothing or about a case and inbound calls by
+  the user's primary cloud, kinds of setup change with the user-lifecycle rows admins log); the active
+  direct reports and how many of them manage others;
+- **noiseless**: each user's true rates and proportions (and primary cloud), as if the window were endless.
 
 A random forest (the same classifier and folds as `evaluate_orgs.py --reference`) is trained on the world's
-true personas and five-fold cross-validated over its active users. With many users to learn from (the
-default, 20,000: the large preset) it comes close to the best any method can do with that behaviour, so
-"measured over the window" estimates how far the window's activity lets anyone tell the personas apart: a
-catalog of rules without labels should not be expected above it. It is an estimate, not a proof: a better
-classifier, or more users, may reach a little higher; with as few users as a medium org (`--users 2000`) the
-forest learns less than a tuned catalog knows, and falls below it. "noiseless" shows what is lost to the
-window: the same classifier on the users' true rates. Titles, departments, profiles and roles are left out,
-as the product leaves them out (behaviour only). Nothing is generated or pulled.
+true personas and five-fold cross-validated over its active users; with 20,000 users (the default: the large
+preset) each fold learns from about 15,000. Its macro-F1 is what one good method reaches with perfect
+measurement and that many labels: the best possible is at least this (more labels or a better model add a
+little), so it estimates the ceiling from below. With as few users as a medium org (`--users 2000`, about
+1,500 labels per fold) the forest learns less than a tuned catalog knows and can fall below it. "noiseless"
+shows what the window's limited activity costs. Titles, departments, profiles and roles are left out, as the
+product leaves them out (behaviour only). Nothing is generated or pulled.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,26 +47,34 @@ import pandas as pd  # noqa: E402
 
 from evaluate_orgs import AS_OF, cross_validated_reference  # noqa: E402
 from personas.evaluation import evaluate  # noqa: E402
+from sandbox.generate import GenerationOptions  # noqa: E402
 from sandbox.generate import profiles as P  # noqa: E402
+from sandbox.generate.activities import INBOUND_CALL_SHARE_BY_CLOUD, INTERNAL_TASK_SHARE_BY_CLOUD  # noqa: E402
+from sandbox.generate.administration import choose_user_creators  # noqa: E402
+from sandbox.generate.customers import DEAL_DAYS_MEDIAN, DEAL_DAYS_SIGMA, ROUTED_LEAD_SHARE  # noqa: E402
 from sandbox.generate.people import Population, plan_population  # noqa: E402
 from sandbox.generate.randomness import RandomStreams  # noqa: E402
 from sandbox.generate.timing import DAY_MS, Window  # noqa: E402
 from sandbox.generate.worlds import World  # noqa: E402
 from sandbox.store import OrgStore  # noqa: E402
 
-# The generator's proportions and the activity each is counted over (how `customers` and `service` use them).
-PROPORTION_BASES: dict[str, str] = {"lead_conversion": "leads", "win_share": "opportunities",
-                                    "upsell_share": "opportunities", "escalated_share": "cases"}
+# The generator's proportions counted over the user's own records of one activity kind (`customers`, `service`).
+PROPORTION_BASES: dict[str, str] = {"upsell_share": "opportunities", "escalated_share": "cases"}
 KINDS = ("one persona", "mixing two", "quiet")
+_SERVICE = 1  # Population.cloud code of the Service cloud
+_LIFECYCLE_MINUTES_BEFORE_END = 5  # a deactivation is logged five minutes before the user's last moment
 
 
-def plan_users(world: World, users: int, noise: float, as_of: datetime = AS_OF) -> Population:
-    """The world's users as `generate_org` plans them for this many users (same seed, same draws), without
-    generating their records: the ids come from a throwaway store."""
+def plan_users(world: World, users: int, noise: float, as_of: datetime = AS_OF, *, seed: int | None = None,
+               hybrid_share: float = GenerationOptions.hybrid_share) -> Population:
+    """The world's users as `generate_org` plans them for this many users, without generating their records
+    (the ids come from a throwaway store). The org seed is the world's (as `evaluate_orgs.py` generates its
+    orgs) unless `seed` is given; `hybrid_share` applies only to the default world (a drawn one fixes its own)."""
+    org_seed = seed if seed is not None else world.seed if world.seed is not None else 0
     with tempfile.TemporaryDirectory() as folder:
         store = OrgStore.create(Path(folder) / "org.db", {})
-        return plan_population(store, RandomStreams(world.seed if world.seed is not None else 0), users,
-                               Window.ending_at(as_of), world.hybrid_share, noise, world)
+        share = GenerationOptions(hybrid_share=hybrid_share, noise=noise, world=world).effective_hybrid_share
+        return plan_population(store, RandomStreams(org_seed), users, Window.ending_at(as_of), share, noise, world)
 
 
 def days_in_window(people: Population, window_days: int, as_of: datetime = AS_OF) -> np.ndarray:
@@ -73,34 +84,93 @@ def days_in_window(people: Population, window_days: int, as_of: datetime = AS_OF
     return np.clip(np.minimum(people.end_ms, end_ms) - start, 0, None) / DAY_MS
 
 
-def measured_behaviour(people: Population, window_days: int, rng: np.random.Generator,
-                       as_of: datetime = AS_OF) -> pd.DataFrame:
-    """Every user's behaviour counted perfectly over the window: rates per 30 days and shares of activity for
-    each activity kind, the generator's proportions counted over their records, and direct reports."""
-    expected = people.rates * days_in_window(people, window_days, as_of)[:, None] / 30.0
-    counts = rng.poisson(expected)
+def measured_behaviour(people: Population, window_days: int, rng: np.random.Generator, as_of: datetime = AS_OF,
+                       user_creators: np.ndarray | None = None) -> pd.DataFrame:
+    """Every user's behaviour counted perfectly over the window, drawn as the generator draws it: each activity
+    kind's rate per 30 days and its share of the user's records; the proportions the generator gives each user,
+    counted over the records they apply to (deals closed and won, leads owned and converted, upsells,
+    escalations, customer meetings, Tasks about nothing or about a case, inbound calls, kinds of setup change,
+    with the user-lifecycle rows the admins who created or deactivated users log); and reporting lines.
+    `user_creators`: who created each user (`administration.choose_user_creators`); None: nobody logs them."""
+    days = days_in_window(people, window_days, as_of)
+    counts = rng.poisson(people.rates * days[:, None] / 30.0)
+    count = {name: counts[:, k] for k, name in enumerate(P.RATE_NAMES)}
     columns: dict[str, np.ndarray] = {}
     total = counts.sum(axis=1)
-    for k, name in enumerate(P.RATE_NAMES):
-        columns[name] = counts[:, k] * 30.0 / window_days
-        columns[f"{name}_share"] = np.divide(counts[:, k], total, out=np.zeros(len(total)), where=total > 0)
+    for name in P.RATE_NAMES:
+        columns[name] = count[name] * 30.0 / window_days
+        columns[f"{name}_share"] = np.divide(count[name], total, out=np.zeros(len(total)), where=total > 0)
     for name, base in PROPORTION_BASES.items():
-        columns[name] = _proportion(rng, counts[:, P.rate_column(base)], people.share(name))
-    columns["customer_meeting_share"] = _proportion(rng, counts[:, P.rate_column("meetings")],
-                                                    customer_meeting_shares(people))
-    setup = counts[:, P.rate_column("setup_changes")]
-    for group, share in enumerate(setup_action_shares(people).T):
-        columns[f"setup_group_{group}"] = _proportion(rng, setup, share)
+        columns[name] = _proportion(rng, count[base], people.share(name))
+    columns["customer_meeting_share"] = _proportion(rng, count["meetings"], customer_meeting_shares(people))
+    columns.update(_deals(people, count["opportunities"], days, rng))
+    columns.update(_leads(people, count["leads"], window_days, rng))
+    columns.update(_task_links(people, count, rng))
+    columns.update(_setup(people, count["setup_changes"], window_days, rng, as_of, user_creators))
     columns.update(reporting_lines(people))
     return pd.DataFrame(columns, index=pd.Index(people.ids, name="Id"))
 
 
+def _deals(people: Population, opened: np.ndarray, days: np.ndarray, rng: np.random.Generator) -> dict:
+    """Deals opened in the window that closed before its end (after lognormal days), and the share won."""
+    owner = np.repeat(np.arange(people.size), opened)
+    age = rng.uniform(0.0, days[owner])
+    closed = rng.lognormal(np.log(DEAL_DAYS_MEDIAN), DEAL_DAYS_SIGMA, len(owner)) < age
+    won = closed & (rng.random(len(owner)) < people.share("win_share")[owner])
+    closed_count = np.bincount(owner[closed], minlength=people.size)
+    won_count = np.bincount(owner[won], minlength=people.size)
+    return {"deals_closed": closed_count.astype(float),
+            "win_share": np.divide(won_count, closed_count, out=np.full(people.size, np.nan), where=closed_count > 0)}
+
+
+def _leads(people: Population, created: np.ndarray, window_days: int, rng: np.random.Generator) -> dict:
+    """Leads owned (the creator's, less those routed to a seller, plus those routed to them) and the share
+    converted at the owner's rate."""
+    routed = rng.binomial(created, ROUTED_LEAD_SHARE)
+    owned = created - routed
+    sellers = people.of_personas("Pipeline Builder", "Deal Closer", active_only=True)
+    if len(sellers):
+        owned = owned + np.bincount(sellers[rng.integers(0, len(sellers), int(routed.sum()))], minlength=people.size)
+    return {"leads_owned": owned * 30.0 / window_days,
+            "lead_conversion": _proportion(rng, owned, people.share("lead_conversion"))}
+
+
+def _task_links(people: Population, count: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+    """Tasks about no record, Tasks about a case (service people's tasks point at their cases) and inbound
+    calls, by the user's primary cloud as `activities` draws them."""
+    tasks = count["calls"] + count["emails"] + count["todos"]
+    internal = rng.binomial(tasks, np.array(INTERNAL_TASK_SHARE_BY_CLOUD)[people.cloud])
+    on_cases = np.where(people.cloud == _SERVICE, tasks - internal, 0)
+    inbound = rng.binomial(count["calls"], np.array(INBOUND_CALL_SHARE_BY_CLOUD)[people.cloud])
+    return {"internal_task_share": _share(internal, tasks), "case_task_share": _share(on_cases, tasks),
+            "inbound_call_share": _share(inbound, count["calls"])}
+
+
+def _setup(people: Population, changes: np.ndarray, window_days: int, rng: np.random.Generator,
+           as_of: datetime, user_creators: np.ndarray | None) -> dict:
+    """Setup changes by kind (the primary persona's mix), plus the user-lifecycle rows (user administration)
+    logged in the window by whoever created the users hired or deactivated in it."""
+    groups = np.array([rng.multinomial(n, share) for n, share in zip(changes, setup_action_shares(people))])
+    if user_creators is not None:
+        end_ms = int(as_of.timestamp() * 1000)
+        start_ms = end_ms - window_days * DAY_MS
+        hired = people.new_hire & (people.created_ms >= start_ms) & (people.created_ms < end_ms)
+        left_at = people.end_ms - _LIFECYCLE_MINUTES_BEFORE_END * 60_000
+        left = ~people.active & (left_at >= start_ms) & (left_at < end_ms)
+        groups[:, 0] += np.bincount(user_creators[hired | left], minlength=people.size)
+    total = groups.sum(axis=1)
+    columns = {"setup_rows": total * 30.0 / window_days}
+    columns.update({f"setup_group_{g}": _share(groups[:, g], total) for g in range(groups.shape[1])})
+    return columns
+
+
 def noiseless_behaviour(people: Population) -> pd.DataFrame:
-    """Every user's true rates and proportions, as if the window were endless; and direct reports."""
+    """Every user's true rates and proportions, as if the window were endless; and reporting lines."""
     columns: dict[str, np.ndarray] = {name: np.log(people.rates[:, k] + 1e-3) for k, name in enumerate(P.RATE_NAMES)}
     columns.update({name: people.share(name) for name in P.SHARE_NAMES})
     columns["customer_meeting_share"] = customer_meeting_shares(people)
     columns.update({f"setup_group_{g}": share for g, share in enumerate(setup_action_shares(people).T)})
+    columns["cloud"] = people.cloud.astype(float)  # what the Task links and call directions reveal, endlessly
     columns.update(reporting_lines(people))
     return pd.DataFrame(columns, index=pd.Index(people.ids, name="Id"))
 
@@ -129,20 +199,24 @@ def reporting_lines(people: Population) -> dict[str, np.ndarray]:
 
 def _proportion(rng: np.random.Generator, trials: np.ndarray, share: np.ndarray) -> np.ndarray:
     """The share of `trials` records that turned out so (a binomial draw), NaN for a user with none."""
-    hits = rng.binomial(trials, np.clip(share, 0.0, 1.0))
-    return np.divide(hits, trials, out=np.full(len(trials), np.nan), where=trials > 0)
+    return _share(rng.binomial(trials, np.clip(share, 0.0, 1.0)), trials)
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """part / whole, NaN where the whole is 0."""
+    return np.divide(part, whole, out=np.full(len(whole), np.nan), where=whole > 0)
 
 
 @dataclass(frozen=True)
 class Ceiling:
-    """One world's ceiling: macro-F1 from perfectly measured behaviour over the window, and noiseless."""
+    """One world's estimate: macro-F1 from its behaviour measured perfectly over the window, and noiseless."""
 
     world: str
-    users: int
-    hybrid_share: float
+    active_users: int
+    hybrid_share: float  # of the active users
     measured: float
     noiseless: float
-    measured_by_kind: dict[str, float]
+    measured_by_kind: dict[str, float]  # accuracy on "measured", by kind of user (KINDS)
 
 
 def kind_of_user(people: Population) -> np.ndarray:
@@ -153,20 +227,20 @@ def kind_of_user(people: Population) -> np.ndarray:
 def measure_ceiling(world: World, users: int, window_days: int, noise: float = 1.0) -> Ceiling:
     """The cross-validated classifier's macro-F1 on the world's active users, from both kinds of behaviour."""
     people = plan_users(world, users, noise)
-    labels = np.array(P.PERSONA_LABELS, dtype=object)[people.persona]
-    truth = pd.DataFrame({"Id": people.ids, "persona": labels})
+    creators = choose_user_creators(RandomStreams(world.seed if world.seed is not None else 0), people)
+    truth = pd.DataFrame({"Id": people.ids, "persona": np.array(P.PERSONA_LABELS, dtype=object)[people.persona]})
     personas = truth.set_index("Id")["persona"]
     judged = pd.Index(people.ids[people.active])
     rng = np.random.default_rng([world.seed or 0, window_days, users])
-    scores, kinds = {}, pd.Series(kind_of_user(people), index=people.ids)
-    for name, behaviour in (("measured", measured_behaviour(people, window_days, rng)),
-                            ("noiseless", noiseless_behaviour(people))):
-        predicted = cross_validated_reference(behaviour, personas, judged)
-        scores[name] = evaluate(predicted, truth, only=judged, labels=list(P.PERSONA_LABELS)).macro_f1
-        if name == "measured":
-            right = predicted["persona"] == personas.loc[predicted.index]
-            by_kind = {kind: float(right[kinds.loc[right.index] == kind].mean()) for kind in KINDS
-                       if (kinds.loc[right.index] == kind).any()}
+    predictions = {name: cross_validated_reference(behaviour, personas, judged)
+                   for name, behaviour in (("measured", measured_behaviour(people, window_days, rng,
+                                                                           user_creators=creators)),
+                                           ("noiseless", noiseless_behaviour(people)))}
+    scores = {name: evaluate(predicted, truth, only=judged, labels=list(P.PERSONA_LABELS)).macro_f1
+              for name, predicted in predictions.items()}
+    right = predictions["measured"]["persona"] == personas.loc[predictions["measured"].index]
+    kinds = pd.Series(kind_of_user(people), index=people.ids).loc[right.index]
+    by_kind = {kind: float(right[kinds == kind].mean()) for kind in KINDS if (kinds == kind).any()}
     return Ceiling(world.name, len(judged), float((people.secondary[people.active] >= 0).mean()),
                    scores["measured"], scores["noiseless"], by_kind)
 
@@ -190,7 +264,7 @@ def main() -> None:
         ceilings.append(ceiling)
         kinds = ", ".join(f"{kind} {accuracy:.3f}" for kind, accuracy in ceiling.measured_by_kind.items())
         print(f"world {ceiling.world}: measured over {args.window_days} d: macro-F1 {ceiling.measured:.3f}"
-              f"  noiseless: {ceiling.noiseless:.3f}  ({ceiling.users} active users, hybrids "
+              f"  noiseless: {ceiling.noiseless:.3f}  ({ceiling.active_users} active users, hybrids "
               f"{ceiling.hybrid_share:.0%}; accuracy: {kinds})", flush=True)
     measured = [c.measured for c in ceilings]
     noiseless = [c.noiseless for c in ceilings]

@@ -39,6 +39,8 @@ same users: five-fold cross-validated over the judged users (every active user; 
 not known), and with --calibrate also trained on the same N known users per persona the calibration saw;
 and its accuracy by kind of user. No team has those labels: it is a rough yardstick of what the org's
 features allow, not an upper bound (on the default world, where the catalog was tuned, the catalog beats it).
+bench/ceiling.py estimates from below the ceiling of what behaviour allows: the same classifier, ~15,000 labels, on the
+world's behaviour measured perfectly.
 
 A world whose pull fails for some streams is still evaluated on what was staged, and flagged "pull
 incomplete" with the streams that failed (an object or a field the org lacks no longer fails a pull: the

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 TASK_CHUNK_ROWS = 250_000
 _SERVICE = 1  # Population.cloud code of the Service cloud
-_MARKETING = 2
+# By the user's (primary) cloud, in Population.cloud order (Sales, Service, Marketing): the share of their
+# Tasks about no record (marketing work is mostly internal), and of their calls that are inbound (service
+# lines take calls, sellers make them).
+INTERNAL_TASK_SHARE_BY_CLOUD = (0.05, 0.05, 0.5)
+INBOUND_CALL_SHARE_BY_CLOUD = (0.15, 0.65, 0.1)
 
 
 @dataclass
@@ -139,7 +143,7 @@ def _task_rows(rng: np.random.Generator, links_rng: np.random.Generator, writer:
     cloud = people.cloud[actors]
     service = cloud == _SERVICE
     targets = choose_targets(rng, people, records, actors, at,
-                             internal_share=np.where(cloud == _MARKETING, 0.5, 0.05))
+                             internal_share=np.array(INTERNAL_TASK_SHARE_BY_CLOUD)[cloud])
     targets = unlinked_as_the_world_logs(links_rng, targets, world)
     records.contacts.record_activity(targets.contact, at)
     creator = actors
@@ -147,7 +151,7 @@ def _task_rows(rng: np.random.Generator, links_rng: np.random.Generator, writer:
     if kind == "calls":
         subject = np.where(service, pick(rng, V.SERVICE_CALL_SUBJECTS, n), pick(rng, V.SALES_CALL_SUBJECTS, n))
         subtype, task_type = "Call", "Call"
-        inbound = np.where(service, 0.65, np.where(cloud == _MARKETING, 0.1, 0.15))
+        inbound = np.array(INBOUND_CALL_SHARE_BY_CLOUD)[cloud]
         draw = rng.random(n)
         call_type = np.where(draw < inbound, "Inbound", np.where(draw < 0.95, "Outbound", "Internal")).astype(object)
         duration = np.maximum(15, rng.lognormal(np.log(240), 0.8, n)).astype(np.int64)

@@ -22,6 +22,10 @@ from sandbox.generate.writing import NO_TIME, Dates, DateTimes, TableWriter, iss
 from sandbox.store import OrgStore
 
 ACCOUNTS_PER_USER = 3
+# A share of new leads is routed to a seller (an active Pipeline Builder or Deal Closer), who owns it.
+ROUTED_LEAD_SHARE = 0.15
+# How long a deal stays open: lognormal days (median, sigma of the log).
+DEAL_DAYS_MEDIAN, DEAL_DAYS_SIGMA = 35, 0.7
 BASE_CONTACTS_PER_USER = 5
 
 
@@ -208,7 +212,7 @@ def write_leads(store: OrgStore, streams: RandomStreams, people: Population, acc
     n = len(creator)
     created = working_times(rng, people.start_ms[creator], people.end_ms[creator], people.tz_hours[creator])
     sellers = people.of_personas("Pipeline Builder", "Deal Closer", active_only=True)
-    routed = rng.random(n) < 0.15
+    routed = rng.random(n) < ROUTED_LEAD_SHARE
     owner = np.where(routed, sellers[rng.integers(0, len(sellers), n)], creator)
     conversion_time = created + (rng.lognormal(np.log(9), 0.8, n) * DAY_MS).astype(np.int64)
     converted = (rng.random(n) < people.share("lead_conversion")[owner]) & (conversion_time < people.end_ms[owner])
@@ -270,7 +274,7 @@ def write_opportunities(store: OrgStore, streams: RandomStreams, people: Populat
     deal_type = np.where(upsell, np.where(rng.random(n) < 0.65, "Existing Customer - Upgrade",
                                           "Existing Customer - Replacement"),
                          np.where(rng.random(n) < 0.93, "New Customer", "Existing Customer - Downgrade")).astype(object)
-    duration = (rng.lognormal(np.log(35), 0.7, n) * DAY_MS).astype(np.int64)
+    duration = (rng.lognormal(np.log(DEAL_DAYS_MEDIAN), DEAL_DAYS_SIGMA, n) * DAY_MS).astype(np.int64)
     closes = created + duration
     closed = closes < people.end_ms[owner]
     close_time = np.clip(closes, created, window.last_ms)

@@ -102,7 +102,7 @@ def measured_behaviour(people: Population, window_days: int, rng: np.random.Gene
         columns[f"{name}_share"] = np.divide(count[name], total, out=np.zeros(len(total)), where=total > 0)
     for name, base in PROPORTION_BASES.items():
         columns[name] = _proportion(rng, count[base], people.share(name))
-    columns["customer_meeting_share"] = _proportion(rng, count["meetings"], customer_meeting_shares(people))
+    columns["customer_meeting_share"] = _proportion(rng, count["meetings"], people.customer_meeting_shares())
     columns.update(_deals(people, count["opportunities"], days, rng))
     columns.update(_leads(people, count["leads"], window_days, rng))
     columns.update(_task_links(people, count, rng))
@@ -150,7 +150,7 @@ def _setup(people: Population, changes: np.ndarray, window_days: int, rng: np.ra
            as_of: datetime, user_creators: np.ndarray | None) -> dict:
     """Setup changes by kind (the primary persona's mix), plus the user-lifecycle rows (user administration)
     logged in the window by whoever created the users hired or deactivated in it."""
-    groups = np.array([rng.multinomial(n, share) for n, share in zip(changes, setup_action_shares(people))])
+    groups = np.array([rng.multinomial(n, share) for n, share in zip(changes, people.setup_action_shares())])
     if user_creators is not None:
         end_ms = int(as_of.timestamp() * 1000)
         start_ms = end_ms - window_days * DAY_MS
@@ -168,24 +168,11 @@ def noiseless_behaviour(people: Population) -> pd.DataFrame:
     """Every user's true rates and proportions, as if the window were endless; and reporting lines."""
     columns: dict[str, np.ndarray] = {name: np.log(people.rates[:, k] + 1e-3) for k, name in enumerate(P.RATE_NAMES)}
     columns.update({name: people.share(name) for name in P.SHARE_NAMES})
-    columns["customer_meeting_share"] = customer_meeting_shares(people)
-    columns.update({f"setup_group_{g}": share for g, share in enumerate(setup_action_shares(people).T)})
+    columns["customer_meeting_share"] = people.customer_meeting_shares()
+    columns.update({f"setup_group_{g}": share for g, share in enumerate(people.setup_action_shares().T)})
     columns["cloud"] = people.cloud.astype(float)  # what the Task links and call directions reveal, endlessly
     columns.update(reporting_lines(people))
     return pd.DataFrame(columns, index=pd.Index(people.ids, name="Id"))
-
-
-def customer_meeting_shares(people: Population) -> np.ndarray:
-    """Each user's share of meetings held with customers (mixed for hybrids), as `activities` draws them."""
-    by_persona = np.array([P.CUSTOMER_MEETING_SHARE.get(label, 0.0) for label in P.PERSONA_LABELS])
-    second = np.where(people.secondary >= 0, people.secondary, people.persona)
-    return people.mix * by_persona[people.persona] + (1 - people.mix) * by_persona[second]
-
-
-def setup_action_shares(people: Population) -> np.ndarray:
-    """Each user's shares of the kinds of setup change (by primary persona, as `administration` draws them)."""
-    mix = np.array([P.SETUP_ACTION_MIX.get(label, P.DEFAULT_SETUP_ACTION_MIX) for label in P.PERSONA_LABELS])
-    return mix[people.persona]
 
 
 def reporting_lines(people: Population) -> dict[str, np.ndarray]:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sandbox.generate import profiles as P
 from sandbox.generate import vocabulary as V
 from sandbox.generate.customers import Accounts, Contacts, Leads, Opportunities, own_or_any_account
 from sandbox.generate.marketing import ListEmailSends
@@ -229,9 +228,7 @@ def write_events(store, streams: RandomStreams, people: Population, records: Wor
     start = start - start % (15 * MINUTE_MS)
     start = np.maximum(np.minimum(start, end - duration * MINUTE_MS - 1), people.start_ms[actors])
     finish = np.maximum(np.minimum(start + duration * MINUTE_MS, end - 1), start)
-    by_persona = np.array([P.CUSTOMER_MEETING_SHARE.get(label, 0.0) for label in P.PERSONA_LABELS])
-    second = np.where(people.secondary >= 0, people.secondary, people.persona)
-    customer_share = people.mix * by_persona[people.persona] + (1 - people.mix) * by_persona[second]  # hybrids mix
+    customer_share = people.customer_meeting_shares()
     external = rng.random(n) < customer_share[actors]
     targets = choose_targets(rng, people, records, actors, start, internal_share=np.where(external, 0.0, 1.0))
     targets = unlinked_as_the_world_logs(streams.stream("event-links"), targets, world)

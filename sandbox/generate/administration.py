@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sandbox.generate import profiles as P
 from sandbox.generate import vocabulary as V
 from sandbox.generate.people import Population
 from sandbox.generate.randomness import RandomStreams
@@ -35,8 +34,7 @@ def write_setup_trail(store: OrgStore, streams: RandomStreams, people: Populatio
     rng = streams.stream("setup-trail")
     actor, at = people.acts(rng, "setup_changes", after_hours_share=0.15)
     n = len(actor)
-    mix = np.array([P.SETUP_ACTION_MIX.get(label, P.DEFAULT_SETUP_ACTION_MIX) for label in P.PERSONA_LABELS])
-    cumulative = np.cumsum(mix[people.persona[actor]], axis=1)
+    cumulative = np.cumsum(people.setup_action_shares()[actor], axis=1)
     group = (rng.random(n)[:, None] >= cumulative).sum(axis=1).clip(0, len(_ACTION_GROUPS) - 1)
     action, section, display = (np.empty(n, dtype=object) for _ in range(3))
     for code, actions in enumerate(_ACTION_GROUPS):

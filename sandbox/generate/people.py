@@ -106,6 +106,18 @@ class Population:
     def share(self, name: str) -> np.ndarray:
         return self.shares[:, P.share_column(name)]
 
+    def customer_meeting_shares(self) -> np.ndarray:
+        """Each user's share of meetings held with customers (P.CUSTOMER_MEETING_SHARE; a hybrid's mixes both)."""
+        by_persona = np.array([P.CUSTOMER_MEETING_SHARE.get(label, 0.0) for label in P.PERSONA_LABELS])
+        second = np.where(self.secondary >= 0, self.secondary, self.persona)
+        return self.mix * by_persona[self.persona] + (1 - self.mix) * by_persona[second]
+
+    def setup_action_shares(self) -> np.ndarray:
+        """Each user's shares of the kinds of setup change (P.SETUP_ACTION_MIX of the primary persona),
+        one row per user in (user administration, customisation, automation) order."""
+        mix = np.array([P.SETUP_ACTION_MIX.get(label, P.DEFAULT_SETUP_ACTION_MIX) for label in P.PERSONA_LABELS])
+        return mix[self.persona]
+
     def full_names(self) -> np.ndarray:
         return np.strings.add(np.strings.add(self.first_names.astype(str), " "),
                               self.last_names.astype(str)).astype(object)

@@ -1,8 +1,8 @@
 """How well could a method tell the personas of a generated world apart from its behaviour? An estimate of the
 ceiling above the catalog's numbers, from below.
 
-Run: .venv/bin/python bench/ceiling.py --worlds 1001 1002 ... 1010 [--users 20000] [--window-days 90] [--noise 1.0]
-     (about a minute per world with 20,000 users; seconds with --users 2000)
+Run: .venv/bin/python bench/ceiling.py --worlds 1001 1002 ... 1010 [--partial] [--users 20000] [--window-days 90]
+     [--noise 1.0]   (about a minute per world with 20,000 users; seconds with --users 2000)
 
 `bench/evaluate_orgs.py --reference` trains a classifier on the product's own features, so it cannot say
 whether a target is out of reach because of the features (which we can improve) or because of the data (which
@@ -19,6 +19,11 @@ convention and no export in between:
   the user's primary cloud, kinds of setup change with the user-lifecycle rows admins log); the active
   direct reports and how many of them manage others;
 - **noiseless**: each user's true rates and proportions (and primary cloud), as if the window were endless.
+
+A partial-export world (drawn so, or every world with `--partial`, as `evaluate_orgs.py --partial`) loses what its
+export left out, in both: the activity kinds of its absent objects (`WITHHELD_BY_OBJECT`: not counted, not in
+anyone's total) and the proportions read from its absent fields (`WITHHELD_BY_FIELD`). Nothing more: a field
+with a fallback the generator fills alike (ListEmail and EmailTemplate CreatedById for OwnerId) loses nothing.
 
 A random forest (the same classifier and folds as `evaluate_orgs.py --reference`) is trained on the world's
 true personas and five-fold cross-validated over its active users; with 20,000 users (the default: the large
@@ -61,6 +66,18 @@ from sandbox.store import OrgStore  # noqa: E402
 # The generator's proportions counted over the user's own records of one activity kind (`customers`, `service`).
 PROPORTION_BASES: dict[str, str] = {"upsell_share": "opportunities", "escalated_share": "cases"}
 KINDS = ("one persona", "mixing two", "quiet")
+
+# What a partial export's absent objects and fields take away (sandbox/generate/worlds.py OPTIONAL_OBJECTS and
+# OPTIONAL_FIELDS): the generator's activity kind each object holds, and the behaviour columns each field
+# carries. The owner fields fall back to CreatedById, which the generator fills with the owner; the call
+# duration, the stage-change date (won deals fall back to CloseDate) and FederationIdentifier carry nothing
+# measured here.
+WITHHELD_BY_OBJECT: dict[str, str] = {"KnowledgeArticleVersion": "articles", "ListEmail": "list_emails",
+                                      "Quote": "quotes", "Contract": "contracts",
+                                      "CaseHistory": "case_reassignments", "FeedItem": "chatter_posts"}
+WITHHELD_BY_FIELD: dict[str, tuple[str, ...]] = {
+    "ListEmail.OwnerId": (), "EmailTemplate.OwnerId": (), "Task.CallType": ("inbound_call_share",),
+    "Task.CallDurationInSeconds": (), "Opportunity.LastStageChangeDate": (), "User.FederationIdentifier": ()}
 _SERVICE = 1  # Population.cloud code of the Service cloud
 _LIFECYCLE_MINUTES_BEFORE_END = 5  # a deactivation is logged five minutes before the user's last moment
 
@@ -84,20 +101,31 @@ def days_in_window(people: Population, window_days: int, as_of: datetime = AS_OF
     return np.clip(np.minimum(people.end_ms, end_ms) - start, 0, None) / DAY_MS
 
 
+def withheld(world: World) -> tuple[frozenset[str], frozenset[str]]:
+    """The activity kinds (`profiles.RATE_NAMES`) and the proportion columns this world's export left out."""
+    kinds = frozenset(WITHHELD_BY_OBJECT[name] for name in world.absent_objects)
+    columns = frozenset(column for name in world.absent_fields for column in WITHHELD_BY_FIELD[name])
+    return kinds, columns
+
+
 def measured_behaviour(people: Population, window_days: int, rng: np.random.Generator, as_of: datetime = AS_OF,
-                       user_creators: np.ndarray | None = None) -> pd.DataFrame:
+                       user_creators: np.ndarray | None = None, world: World | None = None) -> pd.DataFrame:
     """Every user's behaviour counted perfectly over the window, drawn as the generator draws it: each activity
     kind's rate per 30 days and its share of the user's records; the proportions the generator gives each user,
     counted over the records they apply to (deals closed and won, leads owned and converted, upsells,
     escalations, customer meetings, Tasks about nothing or about a case, inbound calls, kinds of setup change,
     with the user-lifecycle rows the admins who created or deactivated users log); and reporting lines.
-    `user_creators`: who created each user (`administration.choose_user_creators`); None: nobody logs them."""
+    `user_creators`: who created each user (`administration.choose_user_creators`); None: nobody logs them.
+    `world`: what its export left out is not measured (`withheld`); None: nothing is left out."""
+    absent_kinds, absent_columns = withheld(world) if world is not None else (frozenset(), frozenset())
     days = days_in_window(people, window_days, as_of)
     counts = rng.poisson(people.rates * days[:, None] / 30.0)
     count = {name: counts[:, k] for k, name in enumerate(P.RATE_NAMES)}
     columns: dict[str, np.ndarray] = {}
-    total = counts.sum(axis=1)
+    total = counts[:, [k for k, name in enumerate(P.RATE_NAMES) if name not in absent_kinds]].sum(axis=1)
     for name in P.RATE_NAMES:
+        if name in absent_kinds:
+            continue
         columns[name] = count[name] * 30.0 / window_days
         columns[f"{name}_share"] = np.divide(count[name], total, out=np.zeros(len(total)), where=total > 0)
     for name, base in PROPORTION_BASES.items():
@@ -108,7 +136,7 @@ def measured_behaviour(people: Population, window_days: int, rng: np.random.Gene
     columns.update(_task_links(people, count, rng))
     columns.update(_setup(people, count["setup_changes"], window_days, rng, as_of, user_creators))
     columns.update(reporting_lines(people))
-    return pd.DataFrame(columns, index=pd.Index(people.ids, name="Id"))
+    return pd.DataFrame(columns, index=pd.Index(people.ids, name="Id")).drop(columns=list(absent_columns))
 
 
 def _deals(people: Population, opened: np.ndarray, days: np.ndarray, rng: np.random.Generator) -> dict:
@@ -164,9 +192,12 @@ def _setup(people: Population, changes: np.ndarray, window_days: int, rng: np.ra
     return columns
 
 
-def noiseless_behaviour(people: Population) -> pd.DataFrame:
-    """Every user's true rates and proportions, as if the window were endless; and reporting lines."""
-    columns: dict[str, np.ndarray] = {name: np.log(people.rates[:, k] + 1e-3) for k, name in enumerate(P.RATE_NAMES)}
+def noiseless_behaviour(people: Population, world: World | None = None) -> pd.DataFrame:
+    """Every user's true rates and proportions, as if the window were endless, less what `world`'s export
+    left out; and reporting lines."""
+    absent_kinds, _ = withheld(world) if world is not None else (frozenset(), frozenset())
+    columns: dict[str, np.ndarray] = {name: np.log(people.rates[:, k] + 1e-3) for k, name in enumerate(P.RATE_NAMES)
+                                      if name not in absent_kinds}
     columns.update({name: people.share(name) for name in P.SHARE_NAMES})
     columns["customer_meeting_share"] = people.customer_meeting_shares()
     columns.update({f"setup_group_{g}": share for g, share in enumerate(people.setup_action_shares().T)})
@@ -221,8 +252,8 @@ def measure_ceiling(world: World, users: int, window_days: int, noise: float = 1
     rng = np.random.default_rng([world.seed or 0, window_days, users])
     predictions = {name: cross_validated_reference(behaviour, personas, judged)
                    for name, behaviour in (("measured", measured_behaviour(people, window_days, rng,
-                                                                           user_creators=creators)),
-                                           ("noiseless", noiseless_behaviour(people)))}
+                                                                           user_creators=creators, world=world)),
+                                           ("noiseless", noiseless_behaviour(people, world)))}
     scores = {name: evaluate(predicted, truth, only=judged, labels=list(P.PERSONA_LABELS)).macro_f1
               for name, predicted in predictions.items()}
     right = predictions["measured"]["persona"] == personas.loc[predictions["measured"].index]
@@ -237,6 +268,9 @@ def main() -> None:
     parser.add_argument("--worlds", type=int, nargs="+", required=True, metavar="SEED",
                         help="world seeds (sandbox/generate/worlds.py); looking at held-out worlds is fine here: "
                              "nothing is tuned")
+    parser.add_argument("--partial", action="store_true",
+                        help="every world's export is partial (as evaluate_orgs.py --partial): what it leaves out "
+                             "is not measured")
     parser.add_argument("--users", type=int, default=20000,
                         help="users planned per world (20000: the large preset; 2000: the medium orgs "
                              "`evaluate_orgs.py` judges)")
@@ -247,7 +281,8 @@ def main() -> None:
         parser.error("--users must be at least 100 and --window-days at least 1")
     ceilings = []
     for seed in args.worlds:
-        ceiling = measure_ceiling(World.draw(seed), args.users, args.window_days, args.noise)
+        world = World.draw(seed, export="partial" if args.partial else None)
+        ceiling = measure_ceiling(world, args.users, args.window_days, args.noise)
         ceilings.append(ceiling)
         kinds = ", ".join(f"{kind} {accuracy:.3f}" for kind, accuracy in ceiling.measured_by_kind.items())
         print(f"world {ceiling.world}: measured over {args.window_days} d: macro-F1 {ceiling.measured:.3f}"
@@ -256,7 +291,7 @@ def main() -> None:
     measured = [c.measured for c in ceilings]
     noiseless = [c.noiseless for c in ceilings]
     print(f"\n{args.users} users per world, noise {args.noise:g}, window {args.window_days} d, "
-          f"{len(ceilings)} world(s)")
+          f"{len(ceilings)} world(s)" + (", partial exports" if args.partial else ""))
     print(f"measured over the window: median {statistics.median(measured):.3f}, worst {min(measured):.3f}")
     print(f"noiseless: median {statistics.median(noiseless):.3f}, worst {min(noiseless):.3f}")
 

@@ -18,6 +18,7 @@ import ceiling  # noqa: E402
 from sandbox.generate import GenerationOptions, World, generate_org  # noqa: E402
 from sandbox.generate.people import Population  # noqa: E402
 from sandbox.generate.profiles import PERSONA_LABELS, RATE_NAMES  # noqa: E402
+from sandbox.generate.worlds import OPTIONAL_FIELDS, OPTIONAL_OBJECTS  # noqa: E402
 from sandbox.store import OrgStore  # noqa: E402
 
 WORLD = World.draw(3)
@@ -139,3 +140,37 @@ def test_less_activity_lowers_the_ceiling() -> None:
     assert ninety.measured > 0.75
     assert ninety.noiseless > ninety.measured + 0.02
     assert three.measured < ninety.measured - 0.1
+
+
+def test_each_optional_object_holds_the_activity_kind_a_partial_export_loses(generated) -> None:
+    """Every object and field a partial export may leave out is accounted for, and each object holds, in the
+    generated org, as many rows in the window as the ceiling measures of the kind it says that object holds."""
+    db, truth = generated
+    assert set(ceiling.WITHHELD_BY_OBJECT) == set(OPTIONAL_OBJECTS)
+    assert set(ceiling.WITHHELD_BY_FIELD) == set(OPTIONAL_FIELDS)
+    people = _planned(truth)
+    measured = ceiling.measured_behaviour(people, WINDOW_DAYS, np.random.default_rng(0))
+    since = (ceiling.AS_OF - timedelta(days=WINDOW_DAYS)).strftime("%Y-%m-%dT%H:%M:%S")
+    only = {"CaseHistory": " AND Field = 'Owner'"}
+    for name, kind in ceiling.WITHHELD_BY_OBJECT.items():
+        [(rows,)] = db.execute(f"SELECT count(*) FROM {name} WHERE CreatedDate >= '{since}'{only.get(name, '')}")
+        assert rows > 20 and _close_counts(measured[kind].sum() * WINDOW_DAYS / 30.0, rows), name
+
+
+def test_a_partial_export_is_measured_without_what_it_left_out() -> None:
+    """With every optional object and field left out, their kinds and proportions are not measured (in nobody's
+    share either), and the rest is measured as in the full export."""
+    full = World.default()
+    partial = full.exported("partial")
+    people = ceiling.plan_users(full, 500, noise=1.0)
+    kinds, columns = ceiling.withheld(partial)
+    assert kinds == set(ceiling.WITHHELD_BY_OBJECT.values()) and columns == {"inbound_call_share"}
+
+    measured = ceiling.measured_behaviour(people, WINDOW_DAYS, np.random.default_rng(0), world=partial)
+    everything = ceiling.measured_behaviour(people, WINDOW_DAYS, np.random.default_rng(0))
+    lost = {*kinds, *(f"{kind}_share" for kind in kinds), *columns}
+    assert set(measured.columns) == set(everything.columns) - lost
+    shares = measured[[f"{name}_share" for name in RATE_NAMES if name not in kinds]].sum(axis=1)
+    assert np.allclose(shares[shares > 0], 1.0)
+    assert measured["calls"].equals(everything["calls"])
+    assert not set(ceiling.noiseless_behaviour(people, partial).columns) & kinds

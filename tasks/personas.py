@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,8 +46,23 @@ class AssignmentSummary:
 
 
 def catalog_for(config: PersonasConfig) -> Catalog:
-    """The catalog the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship."""
-    return load_catalog(config.catalog_file or default_catalog_path())
+    """The catalog the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship.
+
+    Read once per version of the file (its path, modification time and size): a run asks for it at every
+    stage, and parsing it with the line of every field takes about a quarter of a second each time. A
+    catalog that fails to load is read again next time, so a fixed file is picked up."""
+    path = Path(config.catalog_file or default_catalog_path())
+    try:
+        stat = path.stat()
+    except OSError:
+        return load_catalog(path)  # says what is wrong with the path
+    return _catalog_version(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _catalog_version(path: str, modified_ns: int, size: int) -> Catalog:
+    """One version of the catalog file at `path` (`catalog_for`; a Catalog is a frozen model nothing changes, so it can be shared)."""
+    return load_catalog(path)
 
 
 def features_path(config: PersonasConfig, as_of: datetime) -> Path:

@@ -236,3 +236,28 @@ def test_catalogs_built_in_code_skip_the_feature_check() -> None:
         "id": "p", "label": "P", "cloud": "Sales", "description": "d", "reference": "r",
         "rules": {"conditions": [{"feature": "anything", "between": [1, 2]}]}}]})
     assert catalog.features == ("anything",)
+
+
+def test_a_run_reads_the_catalog_file_again_once_it_changes(tmp_path: Path) -> None:
+    """`catalog_for` reads a catalog once per version of its file: the same file gives the same catalog, an
+    edited one the edit, and a broken one its error (then the fix)."""
+    import os
+
+    from core.configs import PersonasConfig
+    from tasks.personas import catalog_for
+
+    file = tmp_path / "catalog.yaml"
+    file.write_text(VALID)
+    config = PersonasConfig(catalog_file=file, features_dir=tmp_path)
+    first = catalog_for(config)
+    assert first.version == "1" and catalog_for(config) is first
+
+    file.write_text(VALID.replace('version: "1"', 'version: "2"'))
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 1_000_000))
+    assert catalog_for(config).version == "2"
+    file.write_text(VALID.replace("at_least: 10", "at_least: ten"))
+    with pytest.raises(CatalogError, match="at_least: Input should be a valid number"):
+        catalog_for(config)
+    file.write_text(VALID.replace('version: "1"', 'version: "3"'))
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 2_000_000))
+    assert catalog_for(config).version == "3"

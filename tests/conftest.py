@@ -22,6 +22,31 @@ from sandbox.runner import RunningSandbox, SandboxConfig, start_sandbox
 # The generated test org's "today": fixed, so every run sees the same org.
 AS_OF = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
+# The test files that take half a minute or more (servers, child processes, flow runs), longest first. The two
+# workers (pytest-xdist, a file at a time, `--no-loadscope-reorder` in pyproject.toml) take these first, so
+# neither ends the run alone on one of them; the other files keep their order. A name that no longer exists
+# fails here, so the list cannot go stale without notice.
+LONGEST_FILES: tuple[str, ...] = (  # seconds each took in a full run on 2 cores, 2026-12-02
+    "tests/flows/test_validation_flow.py",  # 134
+    "tests/flows/test_deployments.py",  # 122 (more where chromium checks the UI)
+    "tests/flows/test_nightly_sync.py",  # 117
+    "tests/flows/test_crash_safety.py",  # 116
+    "tests/test_main_job.py",  # 77
+    "tests/tasks/test_pull.py",  # 76
+    "tests/flows/test_backfill.py",  # 47
+    "tests/flows/test_secrets.py",  # 42
+    "tests/test_cli_personas.py",  # 39
+    "tests/personas/test_calibration.py",  # 38
+)
+_ROOT = Path(__file__).resolve().parents[1]
+assert all((_ROOT / name).is_file() for name in LONGEST_FILES), [n for n in LONGEST_FILES if not (_ROOT / n).is_file()]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest test files first (LONGEST_FILES), every test otherwise in its collected order."""
+    rank = {name: position for position, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 def _start(data_dir: Path, **overrides: object) -> RunningSandbox:
     config = SandboxConfig(data_dir=data_dir, preset="small", seed=7, as_of=AS_OF, port=0)

@@ -7,6 +7,7 @@ stays small, and each stage's output is on disk for the next run, `explain` and 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -48,20 +49,21 @@ class AssignmentSummary:
 def catalog_for(config: PersonasConfig) -> Catalog:
     """The catalog the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship.
 
-    Read once per version of the file (its path, modification time and size): a run asks for it at every
-    stage, and parsing it with the line of every field takes about a quarter of a second each time. A
-    catalog that fails to load is read again next time, so a fixed file is picked up."""
+    Parsed once per content of the file: a run asks for it at every stage, and parsing it with the line of
+    every field takes about a quarter of a second each time, while reading and hashing it takes well under
+    a millisecond. A catalog that fails to load is parsed again next time, so a fixed file is picked up."""
     path = Path(config.catalog_file or default_catalog_path())
     try:
-        stat = path.stat()
+        content = path.read_bytes()
     except OSError:
         return load_catalog(path)  # says what is wrong with the path
-    return _catalog_version(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _parsed_catalog(str(path), hashlib.sha256(content).hexdigest())
 
 
 @lru_cache(maxsize=8)
-def _catalog_version(path: str, modified_ns: int, size: int) -> Catalog:
-    """One version of the catalog file at `path` (`catalog_for`; a Catalog is a frozen model nothing changes, so it can be shared)."""
+def _parsed_catalog(path: str, sha256: str) -> Catalog:
+    """The catalog at `path` whose content has this hash (`catalog_for`). A Catalog is a frozen model that
+    nothing changes, so runs can share one."""
     return load_catalog(path)
 
 

@@ -22,8 +22,12 @@ convention and no export in between:
 
 A partial-export world (drawn so, or every world with `--partial`, as `evaluate_orgs.py --partial`) loses what its
 export left out, in both: the activity kinds of its absent objects (`WITHHELD_BY_OBJECT`: not counted, not in
-anyone's total) and the proportions read from its absent fields (`WITHHELD_BY_FIELD`). Nothing more: a field
-with a fallback the generator fills alike (ListEmail and EmailTemplate CreatedById for OwnerId) loses nothing.
+anyone's total) and the proportions read from its absent fields (`WITHHELD_BY_FIELD`); a field with a fallback
+the generator fills alike (ListEmail and EmailTemplate CreatedById for OwnerId) loses nothing. A world that
+logs no CallType loses the call direction too. Other logging conventions are not applied: WhatId and WhoId are
+read as if always filled, and a partial export's 'ListEmail' Tasks (which stay when ListEmail goes) are not
+counted, as the product does not count them. So the estimate knows a little more than the org in the first
+case and a little less in the second.
 
 A random forest (the same classifier and folds as `evaluate_orgs.py --reference`) is trained on the world's
 true personas and five-fold cross-validated over its active users; with 20,000 users (the default: the large
@@ -102,9 +106,11 @@ def days_in_window(people: Population, window_days: int, as_of: datetime = AS_OF
 
 
 def withheld(world: World) -> tuple[frozenset[str], frozenset[str]]:
-    """The activity kinds (`profiles.RATE_NAMES`) and the proportion columns this world's export left out."""
+    """The activity kinds (`profiles.RATE_NAMES`) and the proportion columns this world's org does not hold:
+    what its export left out, and the call direction where calls carry no CallType."""
     kinds = frozenset(WITHHELD_BY_OBJECT[name] for name in world.absent_objects)
-    columns = frozenset(column for name in world.absent_fields for column in WITHHELD_BY_FIELD[name])
+    absent_fields = set(world.absent_fields) | (set() if world.call_type_logged else {"Task.CallType"})
+    columns = frozenset(column for name in absent_fields for column in WITHHELD_BY_FIELD[name])
     return kinds, columns
 
 
@@ -116,7 +122,7 @@ def measured_behaviour(people: Population, window_days: int, rng: np.random.Gene
     escalations, customer meetings, Tasks about nothing or about a case, inbound calls, kinds of setup change,
     with the user-lifecycle rows the admins who created or deactivated users log); and reporting lines.
     `user_creators`: who created each user (`administration.choose_user_creators`); None: nobody logs them.
-    `world`: what its export left out is not measured (`withheld`); None: nothing is left out."""
+    `world`: what its org does not hold is not measured (`withheld`); None: everything is measured."""
     absent_kinds, absent_columns = withheld(world) if world is not None else (frozenset(), frozenset())
     days = days_in_window(people, window_days, as_of)
     counts = rng.poisson(people.rates * days[:, None] / 30.0)
@@ -201,7 +207,7 @@ def noiseless_behaviour(people: Population, world: World | None = None) -> pd.Da
     columns.update({name: people.share(name) for name in P.SHARE_NAMES})
     columns["customer_meeting_share"] = people.customer_meeting_shares()
     columns.update({f"setup_group_{g}": share for g, share in enumerate(people.setup_action_shares().T)})
-    columns["cloud"] = people.cloud.astype(float)  # what the Task links and call directions reveal, endlessly
+    columns["cloud"] = people.cloud.astype(float)  # what the Task links (and call directions) reveal, endlessly
     columns.update(reporting_lines(people))
     return pd.DataFrame(columns, index=pd.Index(people.ids, name="Id"))
 

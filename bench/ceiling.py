@@ -8,8 +8,8 @@ Run: .venv/bin/python bench/ceiling.py --worlds 1001 1002 ... 1010 [--partial] [
 whether a target is out of reach because of the features (which we can improve) or because of the data (which
 we cannot). This script looks at the second. For each world it plans the generator's users exactly as
 `generate_org` does (same persona, hybrid mix, silence, noise, rates, managers: the tests compare them with a
-generated org) and measures their behaviour *perfectly* over the feature window, with no pull, no logging
-convention and no export in between:
+generated org) and measures their behaviour *perfectly* over the feature window, with no pull in between (what
+an org does not hold is left out, below):
 
 - **measured over the window**, drawn as the generator draws the records: every one of its 24 activity kinds
   counted (a Poisson draw around the user's own rate over the days the user was active in the window), as a
@@ -105,9 +105,11 @@ def days_in_window(people: Population, window_days: int, as_of: datetime = AS_OF
     return np.clip(np.minimum(people.end_ms, end_ms) - start, 0, None) / DAY_MS
 
 
-def withheld(world: World) -> tuple[frozenset[str], frozenset[str]]:
+def withheld(world: World | None) -> tuple[frozenset[str], frozenset[str]]:
     """The activity kinds (`profiles.RATE_NAMES`) and the proportion columns this world's org does not hold:
-    what its export left out, and the call direction where calls carry no CallType."""
+    what its export left out, and the call direction where calls carry no CallType. None: nothing."""
+    if world is None:
+        return frozenset(), frozenset()
     kinds = frozenset(WITHHELD_BY_OBJECT[name] for name in world.absent_objects)
     absent_fields = set(world.absent_fields) | (set() if world.call_type_logged else {"Task.CallType"})
     columns = frozenset(column for name in absent_fields for column in WITHHELD_BY_FIELD[name])
@@ -123,7 +125,7 @@ def measured_behaviour(people: Population, window_days: int, rng: np.random.Gene
     with the user-lifecycle rows the admins who created or deactivated users log); and reporting lines.
     `user_creators`: who created each user (`administration.choose_user_creators`); None: nobody logs them.
     `world`: what its org does not hold is not measured (`withheld`); None: everything is measured."""
-    absent_kinds, absent_columns = withheld(world) if world is not None else (frozenset(), frozenset())
+    absent_kinds, absent_columns = withheld(world)
     days = days_in_window(people, window_days, as_of)
     counts = rng.poisson(people.rates * days[:, None] / 30.0)
     count = {name: counts[:, k] for k, name in enumerate(P.RATE_NAMES)}
@@ -201,7 +203,7 @@ def _setup(people: Population, changes: np.ndarray, window_days: int, rng: np.ra
 def noiseless_behaviour(people: Population, world: World | None = None) -> pd.DataFrame:
     """Every user's true rates and proportions, as if the window were endless, less what `world`'s export
     left out; and reporting lines."""
-    absent_kinds, _ = withheld(world) if world is not None else (frozenset(), frozenset())
+    absent_kinds, _ = withheld(world)
     columns: dict[str, np.ndarray] = {name: np.log(people.rates[:, k] + 1e-3) for k, name in enumerate(P.RATE_NAMES)
                                       if name not in absent_kinds}
     columns.update({name: people.share(name) for name in P.SHARE_NAMES})

@@ -46,13 +46,18 @@ class AssignmentSummary:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
+def catalog_path(config: PersonasConfig) -> Path:
+    """The catalog file the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship."""
+    return Path(config.catalog_file or default_catalog_path())
+
+
 def catalog_for(config: PersonasConfig) -> Catalog:
     """The catalog the settings name (PERSONA_SYNC_CATALOG_FILE), or the default one we ship.
 
     Parsed once per content of the file: a run asks for it at every stage, and parsing it with the line of
     every field takes about a quarter of a second each time, while reading and hashing it takes well under
     a millisecond. A catalog that fails to load is parsed again next time, so a fixed file is picked up."""
-    path = Path(config.catalog_file or default_catalog_path())
+    path = catalog_path(config)
     try:
         content = path.read_bytes()
     except OSError:

@@ -26,7 +26,7 @@ from connectors.salesforce.streams import Stream
 from connectors.staging import Staging
 from connectors.state import StateStore
 from core.configs import PersonasConfig, PushConfig, StagingConfig, StateConfig
-from personas.catalog import default_catalog_path
+from tasks.personas import catalog_path
 
 # User columns that change without the user changing: when they last logged in.
 _USER_NOISE = ("LastLoginDate",)
@@ -46,7 +46,7 @@ def inputs_fingerprint(staging_config: StagingConfig, state_config: StateConfig,
             staged["User"] = _user_digest(staging, stream, push)
         else:
             staged[stream.sobject] = staging.version(stream.sobject)
-    catalog = Path(config.catalog_file or default_catalog_path())
+    catalog = catalog_path(config)
     parts = {"staged": staged, "baseline": baseline_run, "as_of": as_of.isoformat(), "window_days": config.window_days,
              "stability_margin": config.stability_margin, "limits": limits, "forced": sorted(forced),
              "catalog": _digest(catalog.read_bytes()), "code": _personas_source_digest()}
